@@ -1,0 +1,305 @@
+// Package sender sends timestamp events to Kafka with an idempotent producer
+// and accounts for every one of them: each event the client accepts ends up
+// either delivered (acknowledged by all in-sync replicas) or reported as not
+// delivered, and the counts say which.
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/producer/event"
+)
+
+// FlushTimeout bounds the wait for outstanding deliveries at shutdown. It
+// stays under the 5 s that process supervisors commonly allow after SIGTERM.
+const FlushTimeout = 4 * time.Second
+
+// Options configures a Sender.
+type Options struct {
+	Topic    string
+	Source   string        // the ce_source of every event
+	Interval time.Duration // time between events; 0 sends back to back
+	Count    int           // events to send; 0 sends until the context ends
+	// Kafka holds librdkafka properties: bootstrap.servers and any overrides.
+	Kafka kafka.ConfigMap
+}
+
+// Result counts what happened to the events of one run.
+type Result struct {
+	Attempted int64 // accepted by the client for delivery
+	Delivered int64 // acknowledged by the broker
+	Failed    int64 // reported as not delivered
+}
+
+// Unconfirmed counts events accepted but neither delivered nor failed when the run ended.
+func (r Result) Unconfirmed() int64 { return r.Attempted - r.Delivered - r.Failed }
+
+// Sender owns one Kafka producer and the goroutines that drain its events.
+type Sender struct {
+	p    *kafka.Producer
+	log  *slog.Logger
+	opts Options
+
+	delivered, failed atomic.Int64
+	progress          chan struct{} // a delivery report arrived: queue space may be free
+	fatal             chan struct{} // closed on the first fatal client error
+	fatalOnce         sync.Once
+	fatalErr          error
+	drained           sync.WaitGroup // the event and log goroutines
+}
+
+// New creates the producer. Errors here come from the client configuration.
+func New(opts Options, log *slog.Logger) (*Sender, error) {
+	cm := kafka.ConfigMap{}
+	for k, v := range opts.Kafka {
+		cm[k] = v
+	}
+	// Idempotence gives exactly one copy per event in the log, in order,
+	// across retries and broker failover (it implies acks=all).
+	cm["enable.idempotence"] = true
+	// Delivery reports identify events by Opaque; copying keys and values
+	// back to Go would cost an allocation per event for nothing.
+	cm["go.delivery.report.fields"] = "none"
+	cm["go.logs.channel.enable"] = true
+	// Topics are created on purpose (EnsureTopic), never as a side effect
+	// of a metadata request.
+	cm["allow.auto.create.topics"] = false
+	if _, ok := cm["log.connection.close"]; !ok {
+		cm["log.connection.close"] = false // idle disconnects are normal
+	}
+	p, err := kafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("create producer: %w", err)
+	}
+	s := &Sender{
+		p:        p,
+		log:      log,
+		opts:     opts,
+		progress: make(chan struct{}, 1),
+		fatal:    make(chan struct{}),
+	}
+	s.drained.Go(s.reports)
+	s.drained.Go(s.logs)
+	return s, nil
+}
+
+// EnsureTopic creates the topic with one partition (one partition keeps the
+// whole stream in order) unless it exists. It waits for the cluster until
+// ctx ends.
+func (s *Sender) EnsureTopic(ctx context.Context) error {
+	return ensureTopic(ctx, s.p, s.opts.Topic, s.log)
+}
+
+// ensureTopic looks the topic up and creates it through the admin API when
+// it is missing; it never relies on the broker's auto-creation.
+func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog.Logger) error {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	md, err := p.GetMetadata(&topic, false, int(timeout/time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("look up topic %q: %w", topic, err)
+	}
+	if t, ok := md.Topics[topic]; ok && t.Error.Code() == kafka.ErrNoError {
+		return nil
+	}
+	admin, err := kafka.NewAdminClientFromProducer(p)
+	if err != nil {
+		return fmt.Errorf("create admin client: %w", err)
+	}
+	defer admin.Close()
+	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{{
+		Topic:         topic,
+		NumPartitions: 1,
+		// ReplicationFactor 0 asks for the broker's default.replication.factor.
+	}})
+	if err != nil {
+		return fmt.Errorf("create topic %q: %w", topic, err)
+	}
+	for _, r := range res {
+		switch r.Error.Code() {
+		case kafka.ErrNoError:
+			log.Info("Created topic", "topic", r.Topic)
+		case kafka.ErrTopicAlreadyExists:
+		default:
+			return fmt.Errorf("create topic %q: %w", r.Topic, r.Error)
+		}
+	}
+	return nil
+}
+
+// Run sends events until Count is reached or ctx ends, then closes the
+// producer. It returns an error when the client failed fatally or when any
+// accepted event was not delivered.
+func (s *Sender) Run(ctx context.Context) (Result, error) {
+	attempted, err := s.produce(ctx)
+	s.Close()
+	res := Result{Attempted: attempted, Delivered: s.delivered.Load(), Failed: s.failed.Load()}
+	if err == nil {
+		err = s.fatalError()
+	}
+	if err == nil && res.Delivered != res.Attempted {
+		err = fmt.Errorf("%d of %d events not delivered (%d failed, %d unconfirmed at shutdown)",
+			res.Attempted-res.Delivered, res.Attempted, res.Failed, res.Unconfirmed())
+	}
+	return res, err
+}
+
+// Close waits up to FlushTimeout for outstanding deliveries, then closes
+// the producer. Run calls it; call it yourself only when Run is never called.
+func (s *Sender) Close() {
+	if left := s.p.Flush(int(FlushTimeout / time.Millisecond)); left > 0 {
+		// Purge what is still queued so that every event gets a report;
+		// events already on the wire may or may not have been written.
+		_ = s.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+		s.p.Flush(int(time.Second / time.Millisecond))
+	}
+	s.p.Close() // closes Events() and Logs(): the drain goroutines end
+	s.drained.Wait()
+}
+
+func (s *Sender) produce(ctx context.Context) (int64, error) {
+	var tick <-chan time.Time
+	if s.opts.Interval > 0 {
+		t := time.NewTicker(s.opts.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var sent int64
+	buf := make([]byte, 0, 64)
+	for seq := uint64(1); s.opts.Count == 0 || seq <= uint64(s.opts.Count); seq++ {
+		now := time.Now()
+		if seq > 1 && tick != nil {
+			select {
+			case <-ctx.Done():
+				return sent, nil
+			case <-s.fatal:
+				return sent, nil
+			case now = <-tick:
+			}
+		}
+		if ctx.Err() != nil {
+			return sent, nil
+		}
+		ev := event.New(s.opts.Source, seq, now)
+		buf = ev.AppendValue(buf[:0])
+		msg := &kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny},
+			Value:          buf, // librdkafka copies the value; buf is reused
+			Headers:        ev.Headers(),
+			Opaque:         &ev,
+		}
+		if err := s.send(ctx, msg); err != nil {
+			var kerr kafka.Error
+			switch {
+			case ctx.Err() != nil:
+				return sent, nil
+			case errors.As(err, &kerr) && kerr.Code() == kafka.ErrFatal:
+				return sent, s.setFatal(s.p.GetFatalError())
+			default:
+				return sent, fmt.Errorf("send event %d: %w", seq, err)
+			}
+		}
+		sent++
+		s.log.Info("Sending: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID)
+	}
+	return sent, nil
+}
+
+// send hands msg to the client, waiting while its local queue is full:
+// back-pressure slows the producer down instead of failing it.
+func (s *Sender) send(ctx context.Context, msg *kafka.Message) error {
+	for {
+		err := s.p.Produce(msg, nil)
+		var kerr kafka.Error
+		if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.fatal:
+			return s.fatalErr
+		case <-s.progress:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// reports drains the producer's events: one delivery report per accepted
+// event, and client errors.
+func (s *Sender) reports() {
+	for e := range s.p.Events() {
+		switch e := e.(type) {
+		case *kafka.Message:
+			s.report(e)
+			select {
+			case s.progress <- struct{}{}:
+			default:
+			}
+		case kafka.Error:
+			if e.IsFatal() {
+				s.setFatal(e)
+				continue
+			}
+			// The client retries by itself; say so and go on.
+			s.log.Warn("Kafka client error, retrying", "err", e)
+		}
+	}
+}
+
+func (s *Sender) report(m *kafka.Message) {
+	ev, _ := m.Opaque.(*event.Event)
+	if ev == nil {
+		return
+	}
+	if err := m.TopicPartition.Error; err != nil {
+		s.failed.Add(1)
+		s.log.Error("Not delivered: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID, "err", err)
+		return
+	}
+	s.delivered.Add(1)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("Delivered: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID,
+			"partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
+	}
+}
+
+// logs forwards librdkafka's own log lines: errors as warnings (the client
+// recovers from them), the rest at debug level.
+func (s *Sender) logs() {
+	for l := range s.p.Logs() {
+		level := slog.LevelDebug
+		if l.Level <= 3 {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "librdkafka: "+l.Message, "facility", l.Tag)
+	}
+}
+
+// setFatal records the first fatal client error and returns it.
+func (s *Sender) setFatal(err error) error {
+	s.fatalOnce.Do(func() {
+		s.fatalErr = fmt.Errorf("fatal producer error: %w", err)
+		close(s.fatal)
+	})
+	return s.fatalErr
+}
+
+func (s *Sender) fatalError() error {
+	select {
+	case <-s.fatal:
+		return s.fatalErr
+	default:
+		return nil
+	}
+}

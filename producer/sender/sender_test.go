@@ -1,0 +1,277 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/producer/event"
+	"github.com/event-driven-go/kafka-go/producer/logging"
+)
+
+// mockCluster starts librdkafka's in-process mock cluster.
+func mockCluster(t *testing.T, brokers int) *kafka.MockCluster {
+	t.Helper()
+	mc, err := kafka.NewMockCluster(brokers)
+	if err != nil {
+		t.Fatalf("mock cluster: %v", err)
+	}
+	t.Cleanup(mc.Close)
+	return mc
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newSender(t *testing.T, mc *kafka.MockCluster, opts Options, out *syncBuffer, props kafka.ConfigMap) *Sender {
+	t.Helper()
+	opts.Kafka = kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}
+	for k, v := range props {
+		opts.Kafka[k] = v
+	}
+	if opts.Topic == "" {
+		opts.Topic = "timestamp"
+	}
+	if err := mc.CreateTopic(opts.Topic, 1, 1); err != nil {
+		t.Fatalf("create topic: %v", err)
+	}
+	if opts.Source == "" {
+		opts.Source = "/producer/test"
+	}
+	s, err := New(opts, logging.New(out, logging.Text, slog.LevelInfo))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.EnsureTopic(ctx); err != nil {
+		t.Fatalf("EnsureTopic: %v", err)
+	}
+	return s
+}
+
+// readTopic reads partition 0 of topic from the beginning until want
+// messages arrived or the timeout passed.
+func readTopic(t *testing.T, bootstrap, topic string, want int, timeout time.Duration) []*kafka.Message {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers":  bootstrap,
+		"group.id":           "reader",
+		"enable.auto.commit": false,
+	})
+	if err != nil {
+		t.Fatalf("reader: %v", err)
+	}
+	defer c.Close()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: kafka.OffsetBeginning}}); err != nil {
+		t.Fatalf("assign: %v", err)
+	}
+	var msgs []*kafka.Message
+	deadline := time.Now().Add(timeout)
+	for len(msgs) < want && time.Now().Before(deadline) {
+		m, err := c.ReadMessage(100 * time.Millisecond)
+		if err == nil {
+			msgs = append(msgs, m)
+		}
+	}
+	// Read a little longer: more than want would mean duplicates.
+	if m, err := c.ReadMessage(300 * time.Millisecond); err == nil {
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+func header(m *kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// checkLog asserts that the topic holds events 1..n once each, in order.
+func checkLog(t *testing.T, msgs []*kafka.Message, n int) {
+	t.Helper()
+	if len(msgs) != n {
+		t.Fatalf("topic holds %d events, want %d", len(msgs), n)
+	}
+	ids := map[string]bool{}
+	for i, m := range msgs {
+		seq, err := strconv.Atoi(header(m, event.HeaderSequence))
+		if err != nil || seq != i+1 {
+			t.Fatalf("event %d has %s %q, want %d (lost, duplicated or reordered)", i, event.HeaderSequence, header(m, event.HeaderSequence), i+1)
+		}
+		id := header(m, event.HeaderID)
+		if ids[id] {
+			t.Fatalf("id %s appears twice", id)
+		}
+		ids[id] = true
+	}
+}
+
+func TestSender_sendsEveryEventOnceInOrder(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	const n = 50
+	s := newSender(t, mc, Options{Interval: time.Millisecond, Count: n}, &out, nil)
+
+	res, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res != (Result{Attempted: n, Delivered: n}) {
+		t.Fatalf("result %+v, want %d attempted and delivered", res, n)
+	}
+	msgs := readTopic(t, mc.BootstrapServers(), "timestamp", n, 10*time.Second)
+	checkLog(t, msgs, n)
+
+	value := regexp.MustCompile(`^\{"timestamp":"\d\d:\d\d:\d\d"\}$`)
+	for _, m := range msgs {
+		if !value.Match(m.Value) {
+			t.Fatalf("value %q is not the tutorial's JSON object", m.Value)
+		}
+		if got := header(m, event.HeaderTime); !strings.Contains(string(m.Value), mustParse(t, got).Format(event.TimestampLayout)) {
+			t.Fatalf("value %s does not carry the time of %s %s", m.Value, event.HeaderTime, got)
+		}
+	}
+	line := regexp.MustCompile(`^Sending: \d\d:\d\d:\d\d seq=\d+$`)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var sending int
+	for _, l := range lines {
+		if strings.HasPrefix(l, "Sending: ") {
+			sending++
+			if !line.MatchString(l) {
+				t.Errorf("output line %q does not read like the tutorial's", l)
+			}
+		}
+	}
+	if sending != n {
+		t.Errorf("printed %d Sending lines, want %d:\n%s", sending, n, out.String())
+	}
+}
+
+func mustParse(t *testing.T, s string) time.Time {
+	t.Helper()
+	tm, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("parse %q: %v", s, err)
+	}
+	return tm
+}
+
+func TestSender_brokerDownAndUpLosesNothing(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	const n = 400
+	s := newSender(t, mc, Options{Interval: 2 * time.Millisecond, Count: n}, &out, nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for range 3 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			_ = mc.SetBrokerDown(1)
+			time.Sleep(150 * time.Millisecond)
+			_ = mc.SetBrokerUp(1)
+		}
+	}()
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	if res.Delivered != n || res.Failed != 0 {
+		t.Fatalf("result %+v, want all %d delivered", res, n)
+	}
+	checkLog(t, readTopic(t, mc.BootstrapServers(), "timestamp", n, 20*time.Second), n)
+}
+
+func TestSender_deliveryTimeoutIsReportedForEveryEvent(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: 5}, &out,
+		kafka.ConfigMap{"message.timeout.ms": 300})
+	if err := mc.SetRoundtripDuration(1, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Run(context.Background())
+	if err == nil {
+		t.Fatal("Run succeeded; want an error for undelivered events")
+	}
+	if res.Attempted != 5 || res.Delivered+res.Failed != res.Attempted || res.Failed == 0 {
+		t.Fatalf("result %+v: want attempted=5 = delivered + failed, some failed", res)
+	}
+	if got := strings.Count(out.String(), "ERROR Not delivered: "); int64(got) != res.Failed {
+		t.Errorf("%d failure lines for %d failed events:\n%s", got, res.Failed, out.String())
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("%d of 5 events not delivered", res.Failed)) {
+		t.Errorf("error %q does not say how many were not delivered", err)
+	}
+}
+
+func TestSender_fatalErrorStopsWithError(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond}, &out, nil)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		s.p.TestFatalError(kafka.ErrOutOfOrderSequenceNumber, "injected by test")
+	}()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Run(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "fatal producer error") {
+			t.Fatalf("Run returned %v, want a fatal producer error", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not stop after a fatal error")
+	}
+}
+
+func TestSender_stopFlushesAcceptedEvents(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	s := newSender(t, mc, Options{Interval: time.Millisecond}, &out, kafka.ConfigMap{"linger.ms": 200})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	res, err := s.Run(ctx)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Attempted == 0 || res.Delivered != res.Attempted {
+		t.Fatalf("result %+v: every accepted event must be delivered on stop", res)
+	}
+	checkLog(t, readTopic(t, mc.BootstrapServers(), "timestamp", int(res.Attempted), 10*time.Second), int(res.Attempted))
+}
