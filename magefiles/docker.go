@@ -46,3 +46,10 @@ func imageID(ref string) (string, error) {
 func docker(args ...string) error {
 	return runToStderr("", nil, "docker", args...)
 }
+
+// pruneDangling removes untagged, unused images that carry label key: those a
+// newer build of the same tag replaced, and the build stages of multi-stage
+// builds (they inherit the label from the base). Tagged images stay.
+func pruneDangling(key string) error {
+	return docker("image", "prune", "--force", "--filter", "label="+key)
+}

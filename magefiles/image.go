@@ -130,14 +130,14 @@ func buildKafkaImage() (string, error) {
 	if err := stage(kafkaImageDir, context, nil, "libs", "libs.inputs"); err != nil {
 		return "", err
 	}
-	err = docker("build", "--tag", tag, "--label", inputsLabel+"="+want,
+	err = docker("build", "--force-rm", "--tag", tag, "--label", inputsLabel+"="+want,
 		"--build-arg", "BASE_IMAGE="+base.tag,
 		"--build-arg", "KAFKA_VERSION="+version,
 		context)
 	if err != nil {
 		return "", err
 	}
-	return tag, nil
+	return tag, pruneDangling(inputsLabel)
 }
 
 // kafkaLibs fills dir with the jars of Kafka version, as resolved by Maven
@@ -227,13 +227,16 @@ func buildAppImages() ([]string, error) {
 		if err := runToStderr(context, []string{"GOWORK=off"}, goCmd(), "mod", "vendor"); err != nil {
 			return nil, fmt.Errorf("vendor modules of %s: %w", module, err)
 		}
-		args := []string{"build", "--tag", tag, "--label", inputsLabel + "=" + want,
+		args := []string{"build", "--force-rm", "--tag", tag, "--label", inputsLabel + "=" + want,
 			"--build-arg", "GO_IMAGE=" + builder.tag,
 			"--build-arg", "RUNTIME_IMAGE=" + runtime.tag}
 		if fileExists(filepath.Join(context, "vendor", "modules.txt")) {
 			args = append(args, "--build-arg", "GOFLAGS=-mod=vendor")
 		}
 		if err := docker(append(args, context)...); err != nil {
+			return nil, err
+		}
+		if err := pruneDangling(inputsLabel); err != nil {
 			return nil, err
 		}
 		tags = append(tags, tag)
