@@ -1,0 +1,243 @@
+// Package receiver consumes timestamp events from Kafka in a consumer group,
+// at least once: an event's offset is stored only after the event was
+// handled or written to the dead-letter topic, and stored offsets are
+// committed in the background, before partitions are given away, and on
+// close. After a crash the events handled since the last commit arrive
+// again; nothing is skipped.
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/consumer/dedup"
+	"github.com/event-driven-go/kafka-go/consumer/dlq"
+	"github.com/event-driven-go/kafka-go/consumer/event"
+)
+
+// Options configures a Receiver.
+type Options struct {
+	Topic    string
+	DLQTopic string // where undecodable messages go
+	Group    string
+	Count    int // stop after this many events received; 0 runs until the context ends
+	// DedupWindow is how many recent event ids are remembered to detect duplicates.
+	DedupWindow int
+	// Kafka holds librdkafka properties: bootstrap.servers and any overrides.
+	Kafka kafka.ConfigMap
+}
+
+// Result counts what one run did.
+type Result struct {
+	Received     int64 // events handled, duplicates included
+	Duplicates   int64 // events whose id was seen before in this run
+	DeadLettered int64 // messages written to the dead-letter topic
+}
+
+// Receiver owns a group consumer and the producer of its dead-letter topic.
+type Receiver struct {
+	c    *kafka.Consumer
+	dlq  *dlq.Writer
+	seen *dedup.Window
+	log  *slog.Logger
+	opts Options
+	now  func() time.Time
+	res  Result
+
+	logs     chan kafka.LogEvent // librdkafka log lines of both clients
+	logsDone chan struct{}
+}
+
+// New creates the consumer and the dead-letter writer. Errors here come
+// from the client configuration.
+func New(opts Options, log *slog.Logger) (*Receiver, error) {
+	r := &Receiver{
+		seen:     dedup.New(opts.DedupWindow),
+		log:      log,
+		opts:     opts,
+		now:      time.Now,
+		logs:     make(chan kafka.LogEvent, 1000),
+		logsDone: make(chan struct{}),
+	}
+	cm := kafka.ConfigMap{
+		// Start from the oldest event when the group has no offset yet, so
+		// that events sent while no consumer ran are not skipped.
+		"auto.offset.reset":    "earliest",
+		"log.connection.close": false,
+		// partition.assignment.strategy stays librdkafka's eager default:
+		// with cooperative-sticky, closing a consumer that was evicted in
+		// the middle of a rebalance can hang in incremental unassign.
+	}
+	for k, v := range opts.Kafka {
+		cm[k] = v
+	}
+	cm["group.id"] = opts.Group
+	// At-least-once: the offset of a message is stored by handle, after
+	// the event was handled; the background commit sends stored offsets only.
+	cm["enable.auto.offset.store"] = false
+	cm["enable.auto.commit"] = true
+	cm["go.logs.channel.enable"] = true
+	cm["go.logs.channel"] = r.logs
+	c, err := kafka.NewConsumer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer: %w", err)
+	}
+	dm := kafka.ConfigMap{"go.logs.channel.enable": true, "go.logs.channel": r.logs}
+	for k, v := range opts.Kafka {
+		dm[k] = v
+	}
+	w, err := dlq.New(opts.DLQTopic, dm, log)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	r.c, r.dlq = c, w
+	go r.forwardLogs()
+	return r, nil
+}
+
+// EnsureTopics creates the topic and the dead-letter topic unless they
+// exist, so that the consumer can start before the producer.
+func (r *Receiver) EnsureTopics(ctx context.Context) error {
+	for _, t := range []string{r.opts.Topic, r.opts.DLQTopic} {
+		if err := ensureTopic(ctx, r.dlq.Producer(), t, r.log); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Run consumes until Count events were received or ctx ends, then commits
+// and closes. It returns an error only for a fatal client error.
+func (r *Receiver) Run(ctx context.Context) (Result, error) {
+	err := r.consume(ctx)
+	r.Close()
+	return r.res, err
+}
+
+func (r *Receiver) consume(ctx context.Context) error {
+	if err := r.c.SubscribeTopics([]string{r.opts.Topic}, r.rebalanced); err != nil {
+		return fmt.Errorf("subscribe to %q: %w", r.opts.Topic, err)
+	}
+	for ctx.Err() == nil && (r.opts.Count == 0 || r.res.Received < int64(r.opts.Count)) {
+		switch e := r.c.Poll(100).(type) {
+		case *kafka.Message:
+			if err := r.handle(ctx, e); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopping: the message was not stored and comes again
+				}
+				return err
+			}
+		case kafka.Error:
+			if e.IsFatal() {
+				return fmt.Errorf("fatal consumer error: %w", e)
+			}
+			r.log.Warn("Kafka client error, retrying", "err", e)
+		}
+	}
+	return nil
+}
+
+// handle decodes and handles one message, or dead-letters it, and only then
+// stores its offset.
+func (r *Receiver) handle(ctx context.Context, m *kafka.Message) error {
+	ev, err := event.Decode(m.Value, m.Headers)
+	if err != nil {
+		if err := r.dlq.Write(ctx, m, err); err != nil {
+			return fmt.Errorf("dead-letter offset %d of %s: %w", m.TopicPartition.Offset, m.TopicPartition, err)
+		}
+		r.res.DeadLettered++
+		r.log.Warn("Dead-lettered", "reason", err, "partition", m.TopicPartition.Partition,
+			"offset", int64(m.TopicPartition.Offset), "dlq", r.dlq.Topic())
+	} else {
+		r.receive(ev, m)
+	}
+	if _, err := r.c.StoreMessage(m); err != nil {
+		// The partition was taken away meanwhile; its new owner reads the
+		// event again, as at-least-once allows.
+		r.log.Warn("Offset not stored", "partition", m.TopicPartition.Partition,
+			"offset", int64(m.TopicPartition.Offset), "err", err)
+	}
+	return nil
+}
+
+// receive is the handler of the tutorial: print the timestamp.
+func (r *Receiver) receive(ev event.Event, m *kafka.Message) {
+	r.res.Received++
+	attrs := make([]any, 0, 14)
+	if !ev.Time.IsZero() {
+		attrs = append(attrs, "latency", r.now().Sub(ev.Time).Round(time.Microsecond))
+	}
+	if ev.Sequence != 0 {
+		attrs = append(attrs, "seq", ev.Sequence)
+	}
+	if ev.ID != "" && r.seen.Seen(ev.Source+"\x00"+ev.ID) {
+		r.res.Duplicates++
+		attrs = append(attrs, "duplicate", true)
+	}
+	attrs = append(attrs, "id", ev.ID, "partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
+	r.log.Info("Received: "+ev.Timestamp, attrs...)
+}
+
+// rebalanced logs assignments and commits what was handled before
+// partitions are given away, so that their next owner starts after it.
+func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
+	switch e := e.(type) {
+	case kafka.AssignedPartitions:
+		r.log.Info("Partitions assigned", "partitions", partitions(e.Partitions))
+	case kafka.RevokedPartitions:
+		if !c.AssignmentLost() {
+			r.commit()
+		}
+		r.log.Info("Partitions revoked", "partitions", partitions(e.Partitions), "lost", c.AssignmentLost())
+	}
+	return nil // the client applies the (incremental) assignment itself
+}
+
+// commit commits the stored offsets now.
+func (r *Receiver) commit() {
+	_, err := r.c.Commit()
+	var kerr kafka.Error
+	if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
+		r.log.Warn("Commit failed; events handled since the last commit will be delivered again", "err", err)
+	}
+}
+
+// Close commits the stored offsets, leaves the group and closes both
+// clients. Run calls it; call it yourself only when Run is never called.
+func (r *Receiver) Close() {
+	r.commit()
+	if err := r.c.Close(); err != nil {
+		r.log.Warn("Consumer close", "err", err)
+	}
+	r.dlq.Close()
+	close(r.logs) // both clients are closed: nothing writes to it any more
+	<-r.logsDone
+}
+
+// forwardLogs writes librdkafka's own log lines: errors as warnings (the
+// client recovers from them), the rest at debug level.
+func (r *Receiver) forwardLogs() {
+	defer close(r.logsDone)
+	for l := range r.logs {
+		level := slog.LevelDebug
+		if l.Level <= 3 {
+			level = slog.LevelWarn
+		}
+		r.log.Log(context.Background(), level, "librdkafka: "+l.Message, "client", l.Name, "facility", l.Tag)
+	}
+}
+
+func partitions(tps []kafka.TopicPartition) string {
+	s := make([]string, len(tps))
+	for i, tp := range tps {
+		s[i] = fmt.Sprintf("%s[%d]", *tp.Topic, tp.Partition)
+	}
+	return strings.Join(s, ",")
+}

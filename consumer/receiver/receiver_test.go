@@ -1,0 +1,395 @@
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/consumer/dlq"
+	"github.com/event-driven-go/kafka-go/consumer/event"
+	"github.com/event-driven-go/kafka-go/consumer/logging"
+)
+
+const topic = "timestamp"
+
+// mockCluster starts librdkafka's in-process mock cluster with the topic
+// and its dead-letter topic, one partition each.
+func mockCluster(t *testing.T) *kafka.MockCluster {
+	t.Helper()
+	mc, err := kafka.NewMockCluster(1)
+	if err != nil {
+		t.Fatalf("mock cluster: %v", err)
+	}
+	t.Cleanup(mc.Close)
+	for _, tp := range []string{topic, topic + ".dlq"} {
+		if err := mc.CreateTopic(tp, 1, 1); err != nil {
+			t.Fatalf("create topic %s: %v", tp, err)
+		}
+	}
+	return mc
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// records parses the JSON log lines with the given message prefix.
+func (s *syncBuffer) records(t *testing.T, prefix string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(s.String(), "\n") {
+		if line == "" {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q is not JSON: %v", line, err)
+		}
+		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, prefix) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func newReceiver(t *testing.T, mc *kafka.MockCluster, format string, out *syncBuffer, opts Options, props kafka.ConfigMap) *Receiver {
+	t.Helper()
+	opts.Topic, opts.DLQTopic = topic, topic+".dlq"
+	if opts.Group == "" {
+		opts.Group = "test-group"
+	}
+	opts.DedupWindow = 1000
+	opts.Kafka = kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}
+	for k, v := range props {
+		opts.Kafka[k] = v
+	}
+	r, err := New(opts, logging.New(out, format, slog.LevelInfo))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return r
+}
+
+// goodEvent is event seq as our producer sends it.
+func goodEvent(seq int) *kafka.Message {
+	now := time.Now()
+	tp := topic
+	return &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &tp, Partition: kafka.PartitionAny},
+		Value:          []byte(`{"timestamp":"` + now.Format(event.TimestampLayout) + `"}`),
+		Headers: []kafka.Header{
+			{Key: event.HeaderSpecVersion, Value: []byte("1.0")},
+			{Key: event.HeaderID, Value: []byte(fmt.Sprintf("id-%d", seq))},
+			{Key: event.HeaderSource, Value: []byte("/producer/test")},
+			{Key: event.HeaderTime, Value: []byte(now.Format(time.RFC3339Nano))},
+			{Key: event.HeaderSequence, Value: []byte(strconv.Itoa(seq))},
+			{Key: event.HeaderContentType, Value: []byte("application/json")},
+		},
+	}
+}
+
+func rawMessage(key, value string, headers ...kafka.Header) *kafka.Message {
+	tp := topic
+	m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &tp, Partition: kafka.PartitionAny}, Value: []byte(value), Headers: headers}
+	if key != "" {
+		m.Key = []byte(key)
+	}
+	return m
+}
+
+// produce writes msgs with a plain producer and waits for every delivery.
+func produce(t *testing.T, bootstrap string, msgs ...*kafka.Message) {
+	t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": bootstrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	reports := make(chan kafka.Event, len(msgs))
+	for _, m := range msgs {
+		if err := p.Produce(m, reports); err != nil {
+			t.Fatalf("produce: %v", err)
+		}
+	}
+	for range msgs {
+		if m := (<-reports).(*kafka.Message); m.TopicPartition.Error != nil {
+			t.Fatalf("delivery: %v", m.TopicPartition.Error)
+		}
+	}
+}
+
+// runUntil runs r until cond holds or the timeout passes, then stops it.
+func runUntil(t *testing.T, r *Receiver, timeout time.Duration, cond func() bool) Result {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type ret struct {
+		res Result
+		err error
+	}
+	done := make(chan ret, 1)
+	go func() {
+		res, err := r.Run(ctx)
+		done <- ret{res, err}
+	}()
+	deadline := time.Now().Add(timeout)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	rt := <-done
+	if rt.err != nil {
+		t.Fatalf("Run: %v", rt.err)
+	}
+	return rt.res
+}
+
+func TestReceiver_receivesEveryEventOnceInOrder(t *testing.T) {
+	mc := mockCluster(t)
+	const n = 30
+	msgs := make([]*kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = goodEvent(i + 1)
+	}
+	produce(t, mc.BootstrapServers(), msgs...)
+
+	var out syncBuffer
+	r := newReceiver(t, mc, logging.Text, &out, Options{Count: n}, nil)
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res != (Result{Received: n}) {
+		t.Fatalf("result %+v, want %d received, no duplicates", res, n)
+	}
+	line := regexp.MustCompile(`^Received: \d\d:\d\d:\d\d latency=\S+ seq=(\d+) partition=0 offset=(\d+)$`)
+	var seqs []int
+	for _, l := range strings.Split(out.String(), "\n") {
+		if !strings.HasPrefix(l, "Received: ") {
+			continue
+		}
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("output line %q does not read like the tutorial's", l)
+		}
+		seq, _ := strconv.Atoi(m[1])
+		seqs = append(seqs, seq)
+	}
+	if len(seqs) != n {
+		t.Fatalf("printed %d Received lines, want %d:\n%s", len(seqs), n, out.String())
+	}
+	for i, s := range seqs {
+		if s != i+1 {
+			t.Fatalf("line %d has seq %d: out of order", i, s)
+		}
+	}
+}
+
+func TestReceiver_acceptsTutorialFormatsWithoutHeaders(t *testing.T) {
+	mc := mockCluster(t)
+	produce(t, mc.BootstrapServers(),
+		rawMessage("", `{"timestamp": "10:11:12"}`), // the tutorial repository's producer
+		rawMessage("", `"13:14:15"`),                // the article text's producer
+	)
+	var out syncBuffer
+	r := newReceiver(t, mc, logging.Text, &out, Options{Count: 2}, nil)
+	res, err := r.Run(context.Background())
+	if err != nil || res.Received != 2 || res.DeadLettered != 0 {
+		t.Fatalf("Run = %+v, %v; want both received", res, err)
+	}
+	for _, want := range []string{"Received: 10:11:12 partition=0 offset=0\n", "Received: 13:14:15 partition=0 offset=1\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestReceiver_malformedMessagesGoToDLQ(t *testing.T) {
+	mc := mockCluster(t)
+	huge := `{"timestamp":"10:00:00","pad":"` + strings.Repeat("x", event.MaxValueBytes) + `"}`
+	bad := []*kafka.Message{
+		rawMessage("k1", "not json"),
+		rawMessage("", ""),
+		rawMessage("", `{"time":"10:00:00"}`),
+		rawMessage("", `{"timestamp":42}`),
+		rawMessage("", `"25:61:00"`),
+		rawMessage("", "[1,2]"),
+		rawMessage("", huge),
+		rawMessage("k2", `{"timestamp":"10:00:00"}`, kafka.Header{Key: event.HeaderTime, Value: []byte("yesterday")}),
+		rawMessage("", "\xff\xfe\x00binary"),
+	}
+	var all []*kafka.Message
+	good := 0
+	for _, b := range bad {
+		good++
+		all = append(all, goodEvent(good), b)
+	}
+	good++
+	all = append(all, goodEvent(good))
+	produce(t, mc.BootstrapServers(), all...)
+
+	var out syncBuffer
+	r := newReceiver(t, mc, logging.JSON, &out, Options{}, nil)
+	res := runUntil(t, r, 15*time.Second, func() bool { return len(out.records(t, "Received: ")) >= good })
+	if res.Received != int64(good) || res.DeadLettered != int64(len(bad)) {
+		t.Fatalf("result %+v, want %d received and %d dead-lettered", res, good, len(bad))
+	}
+	if n := len(out.records(t, "Dead-lettered")); n != len(bad) {
+		t.Errorf("%d dead-letter log lines for %d bad messages", n, len(bad))
+	}
+
+	dead := readAll(t, mc.BootstrapServers(), topic+".dlq", len(bad))
+	if len(dead) != len(bad) {
+		t.Fatalf("dead-letter topic holds %d messages, want %d", len(dead), len(bad))
+	}
+	for i, d := range dead {
+		b := bad[i]
+		if !bytes.Equal(d.Value, b.Value) || !bytes.Equal(d.Key, b.Key) {
+			t.Errorf("dead letter %d: key %q value %.40q, want the original key %q value %.40q", i, d.Key, d.Value, b.Key, b.Value)
+		}
+		for _, h := range b.Headers {
+			if got := header(d, h.Key); got != string(h.Value) {
+				t.Errorf("dead letter %d: original header %s = %q, want %q", i, h.Key, got, h.Value)
+			}
+		}
+		wantOffset := strconv.Itoa(2*i + 1) // bad messages sit between good ones
+		if header(d, dlq.HeaderError) == "" || header(d, dlq.HeaderTopic) != topic ||
+			header(d, dlq.HeaderPartition) != "0" || header(d, dlq.HeaderOffset) != wantOffset {
+			t.Errorf("dead letter %d headers %v: want error, topic %s, partition 0, offset %s", i, d.Headers, topic, wantOffset)
+		}
+	}
+	if got := committed(t, mc.BootstrapServers(), "test-group"); got != int64(len(all)) {
+		t.Errorf("committed offset %d, want %d: every message, good or bad, is done", got, len(all))
+	}
+}
+
+func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
+	mc := mockCluster(t)
+	const n = 200
+	msgs := make([]*kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = goodEvent(i + 1)
+	}
+	produce(t, mc.BootstrapServers(), msgs...)
+	props := kafka.ConfigMap{
+		"auto.commit.interval.ms": 100,
+		"session.timeout.ms":      3000,
+		"heartbeat.interval.ms":   100,
+		"max.poll.interval.ms":    3000,
+	}
+
+	// The first consumer handles part of the stream, then stops polling
+	// without closing: like a process that hangs or dies. Its commits stay
+	// behind what it handled.
+	var outA syncBuffer
+	a := newReceiver(t, mc, logging.JSON, &outA, Options{Count: 80}, props)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.consume(ctx); err != nil || a.res.Received != 80 {
+		t.Fatalf("first consumer received %d events, err %v:\n%s", a.res.Received, err, outA.String())
+	}
+
+	var outB syncBuffer
+	b := newReceiver(t, mc, logging.JSON, &outB, Options{}, props)
+	ids := func() map[string]int {
+		seen := map[string]int{}
+		for _, buf := range []*syncBuffer{&outA, &outB} {
+			for _, rec := range buf.records(t, "Received: ") {
+				seen[rec["id"].(string)]++
+			}
+		}
+		return seen
+	}
+	runUntil(t, b, 30*time.Second, func() bool { return len(ids()) == n })
+
+	seen := ids()
+	if len(seen) != n {
+		t.Fatalf("%d of %d events received: %d lost", len(seen), n, n-len(seen))
+	}
+	dups := 0
+	for _, c := range seen {
+		dups += c - 1
+	}
+	t.Logf("received=%d unique=%d duplicates=%d", len(outA.records(t, "Received: "))+len(outB.records(t, "Received: ")), n, dups)
+	// The abandoned consumer was evicted from the group; it must still close.
+	closed := make(chan struct{})
+	go func() { a.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned consumer does not close")
+	}
+	if dups > 80 {
+		t.Fatalf("%d duplicates: more than the first consumer handled (80)", dups)
+	}
+}
+
+func readAll(t *testing.T, bootstrap, tp string, want int) []*kafka.Message {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &tp, Partition: 0, Offset: kafka.OffsetBeginning}}); err != nil {
+		t.Fatal(err)
+	}
+	var out []*kafka.Message
+	for deadline := time.Now().Add(10 * time.Second); len(out) < want && time.Now().Before(deadline); {
+		if m, err := c.ReadMessage(100 * time.Millisecond); err == nil {
+			out = append(out, m)
+		}
+	}
+	if m, err := c.ReadMessage(300 * time.Millisecond); err == nil {
+		out = append(out, m)
+	}
+	return out
+}
+
+func committed(t *testing.T, bootstrap, group string) int64 {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tp := topic
+	offs, err := c.Committed([]kafka.TopicPartition{{Topic: &tp, Partition: 0}}, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(offs[0].Offset)
+}
+
+func header(m *kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
