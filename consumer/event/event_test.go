@@ -1,0 +1,150 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// vectorsFile holds the wire-format vectors shared with the producer's tests.
+const vectorsFile = "../../testdata/wire/vectors.json"
+
+type vector struct {
+	Name    string      `json:"name"`
+	Value   string      `json:"value"`
+	Headers [][2]string `json:"headers"`
+	Event   struct {
+		Timestamp string    `json:"timestamp"`
+		ID        string    `json:"id"`
+		Source    string    `json:"source"`
+		Type      string    `json:"type"`
+		Sequence  uint64    `json:"sequence"`
+		Time      time.Time `json:"time"`
+	} `json:"event"`
+	Error string `json:"error"`
+}
+
+func loadVectors(t testing.TB) (valid, invalid []vector) {
+	t.Helper()
+	b, err := os.ReadFile(vectorsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct{ Valid, Invalid []vector }
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Valid, v.Invalid
+}
+
+func (v vector) headers() []kafka.Header {
+	hs := make([]kafka.Header, len(v.Headers))
+	for i, h := range v.Headers {
+		hs[i] = kafka.Header{Key: h[0], Value: []byte(h[1])}
+	}
+	return hs
+}
+
+func TestDecode_validVectors(t *testing.T) {
+	valid, _ := loadVectors(t)
+	for _, tc := range valid {
+		t.Run(tc.Name, func(t *testing.T) {
+			got, err := Decode([]byte(tc.Value), tc.headers())
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			want := Event{Timestamp: tc.Event.Timestamp, ID: tc.Event.ID, Source: tc.Event.Source,
+				Type: tc.Event.Type, Sequence: tc.Event.Sequence, Time: tc.Event.Time}
+			if !got.Time.Equal(want.Time) {
+				t.Errorf("time %v, want %v", got.Time, want.Time)
+			}
+			got.Time, want.Time = time.Time{}, time.Time{}
+			if got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestDecode_invalidVectors(t *testing.T) {
+	_, invalid := loadVectors(t)
+	for _, tc := range invalid {
+		t.Run(tc.Name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.Value), tc.headers())
+			if err == nil {
+				t.Fatal("Decode accepted it")
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.Error) {
+				t.Errorf("error %q, want ErrInvalid containing %q", err, tc.Error)
+			}
+		})
+	}
+}
+
+func TestDecode_hugeValue(t *testing.T) {
+	v := []byte(`{"timestamp":"15:04:05","pad":"` + strings.Repeat("x", MaxValueBytes) + `"}`)
+	if _, err := Decode(v, nil); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("Decode of %d bytes: %v, want a size error", len(v), err)
+	}
+}
+
+// FuzzDecode checks that no input makes Decode panic, and that what it
+// accepts is a well-formed timestamp.
+func FuzzDecode(f *testing.F) {
+	valid, invalid := loadVectors(f)
+	for _, v := range append(valid, invalid...) {
+		seq, tm := "", ""
+		for _, h := range v.Headers {
+			switch h[0] {
+			case HeaderSequence:
+				seq = h[1]
+			case HeaderTime:
+				tm = h[1]
+			}
+		}
+		f.Add([]byte(v.Value), tm, seq)
+	}
+	f.Fuzz(func(t *testing.T, value []byte, tm, seq string) {
+		var hs []kafka.Header
+		if tm != "" {
+			hs = append(hs, kafka.Header{Key: HeaderTime, Value: []byte(tm)})
+		}
+		if seq != "" {
+			hs = append(hs, kafka.Header{Key: HeaderSequence, Value: []byte(seq)})
+		}
+		ev, err := Decode(value, hs)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if _, perr := time.Parse(TimestampLayout, ev.Timestamp); perr != nil || len(ev.Timestamp) != 8 {
+			t.Fatalf("accepted timestamp %q", ev.Timestamp)
+		}
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	value := []byte(`{"timestamp":"15:04:05"}`)
+	headers := []kafka.Header{
+		{Key: HeaderSpecVersion, Value: []byte("1.0")},
+		{Key: HeaderID, Value: []byte("8f0c2f6e-1d7b-4c8a-9e3f-5a6b7c8d9e0f")},
+		{Key: HeaderSource, Value: []byte("/producer/host-1/1a2b3c4d")},
+		{Key: HeaderType, Value: []byte("io.github.event-driven-go.timestamp.v1")},
+		{Key: HeaderTime, Value: []byte("2026-11-25T15:04:05.123456789Z")},
+		{Key: HeaderSequence, Value: []byte("42")},
+		{Key: HeaderContentType, Value: []byte("application/json")},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(value, headers); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

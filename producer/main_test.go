@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+func TestRun_exitCodes(t *testing.T) {
+	mc, err := kafka.NewMockCluster(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if err := mc.CreateTopic("timestamp", 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	broker := mc.BootstrapServers()
+
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		slowBroker bool
+		code       int
+		stdout     []string // lines that must appear
+		stderr     string
+	}{
+		{name: "help", args: []string{"--help"}, code: 0, stdout: []string{"Usage: producer"}},
+		{name: "bad flag value", args: []string{"--interval", "soon"}, code: 2,
+			stderr: `producer: invalid --interval "soon": want a duration`},
+		{name: "bad environment value", env: map[string]string{"PRODUCER_COUNT": "-1"}, code: 2,
+			stderr: `producer: invalid PRODUCER_COUNT "-1"`},
+		{name: "unknown librdkafka property", args: []string{"--bootstrap-servers", broker, "-X", "no.such.property=1"}, code: 2,
+			stderr: `producer: invalid Kafka client configuration: create producer: No such configuration property: "no.such.property"`},
+		{name: "all delivered", args: []string{"--bootstrap-servers", broker, "--count", "3", "--interval", "10ms"}, code: 0,
+			stdout: []string{"Sending: ", "Producer stopped attempted=3 delivered=3 failed=0 unconfirmed=0"}},
+		{name: "undelivered events", args: []string{"--bootstrap-servers", broker, "--count", "2", "--interval", "10ms", "-X", "message.timeout.ms=200"},
+			slowBroker: true, code: 1, stdout: []string{"ERROR Not delivered: ", "2 of 2 events not delivered"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rtt := time.Duration(0)
+			if tt.slowBroker {
+				rtt = time.Second
+			}
+			if err := mc.SetRoundtripDuration(1, rtt); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr strings.Builder
+			code := run(context.Background(), tt.args, func(k string) string { return tt.env[k] }, &stdout, &stderr)
+			if code != tt.code {
+				t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, stdout.String(), stderr.String())
+			}
+			for _, s := range tt.stdout {
+				if !strings.Contains(stdout.String(), s) {
+					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			if !strings.HasPrefix(stderr.String(), tt.stderr) || strings.Count(stderr.String(), "\n") > 1 {
+				t.Errorf("stderr %q, want one line starting %q", stderr.String(), tt.stderr)
+			}
+		})
+	}
+}
