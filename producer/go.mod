@@ -2,4 +2,4 @@ module github.com/event-driven-go/kafka-go/producer
 
 go 1.26.0
 
-require github.com/confluentinc/confluent-kafka-go/v2 v2.11.1
+require github.com/confluentinc/confluent-kafka-go/v2 v2.15.0

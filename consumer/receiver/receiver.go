@@ -21,6 +21,9 @@ import (
 	"github.com/event-driven-go/kafka-go/consumer/event"
 )
 
+// closeTimeout bounds the wait for the group to take the partitions back on Close.
+const closeTimeout = 3 * time.Second
+
 // Options configures a Receiver.
 type Options struct {
 	Topic    string
@@ -213,6 +216,16 @@ func (r *Receiver) commit() {
 // clients. Run calls it; call it yourself only when Run is never called.
 func (r *Receiver) Close() {
 	r.commit()
+	// Give the partitions up before closing: closing a consumer while a
+	// rebalance is still pending can hang inside librdkafka.
+	if err := r.c.Unsubscribe(); err == nil {
+		for deadline := time.Now().Add(closeTimeout); time.Now().Before(deadline); {
+			if a, err := r.c.Assignment(); err != nil || len(a) == 0 {
+				break
+			}
+			r.c.Poll(100)
+		}
+	}
 	if err := r.c.Close(); err != nil {
 		r.log.Warn("Consumer close", "err", err)
 	}
