@@ -1,0 +1,431 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// observation is what one scenario saw, the checker's input: what the
+// producers and the test itself sent, what the consumers handled, and the
+// whole topic read back at the end.
+type observation struct {
+	producers [][]logLine // the log lines of each producer run
+	direct    []record    // messages the test wrote itself, each acknowledged
+	consumers [][]logLine // the log lines of each consumer run, in the order they ran
+	log       []record    // the topic, read to its end after everything stopped
+}
+
+// figures are the checker's counts for one scenario.
+type figures struct {
+	Sent         int // events the producers accepted, plus the test's own writes
+	Acked        int // events acknowledged by Kafka
+	Failed       int // events the producers reported as not delivered
+	Unconfirmed  int // accepted but neither delivered nor failed when a producer stopped
+	Lost         int // acknowledged but not in the log, or in the log but never handled
+	DupLog       int // extra copies of events in the log
+	DupDelivered int // extra deliveries of messages to the consumers
+	Reordered    int // events out of order in a partition, in the log or first deliveries
+	Mismatched   int // deliveries or stored events whose content differs from what was sent
+	Foreign      int // messages in the log that nobody in the scenario sent
+	Received     int // deliveries logged by the consumers
+	DeadLettered int // messages the consumers dead-lettered
+
+	extra    []string // the scenario's own figures, key=value
+	problems []string // what is wrong, one line each
+}
+
+// String is the scenario's line of figures.
+func (f *figures) String() string {
+	s := fmt.Sprintf("sent=%d acked=%d failed=%d lost=%d dup_log=%d dup_delivered=%d reordered=%d",
+		f.Sent, f.Acked, f.Failed, f.Lost, f.DupLog, f.DupDelivered, f.Reordered)
+	if f.Mismatched != 0 {
+		s += fmt.Sprintf(" mismatched=%d", f.Mismatched)
+	}
+	if f.Unconfirmed != 0 {
+		s += fmt.Sprintf(" unconfirmed=%d", f.Unconfirmed)
+	}
+	if f.Foreign != 0 {
+		s += fmt.Sprintf(" foreign=%d", f.Foreign)
+	}
+	if f.DeadLettered != 0 {
+		s += fmt.Sprintf(" dead_lettered=%d", f.DeadLettered)
+	}
+	return strings.Join(append([]string{s}, f.extra...), " ")
+}
+
+// add appends a scenario figure to the line.
+func (f *figures) add(key string, value any) {
+	f.extra = append(f.extra, fmt.Sprintf("%s=%v", key, value))
+}
+
+func (f *figures) problem(format string, args ...any) {
+	f.problems = append(f.problems, fmt.Sprintf(format, args...))
+}
+
+// position is where a message is stored.
+type position struct {
+	partition int32
+	offset    int64
+}
+
+// check compares what was sent, stored and handled.
+func check(o observation) *figures {
+	f := &figures{}
+	sent := map[string]string{} // id -> timestamp the producer logged
+	acked := map[string]position{}
+	for i, lines := range o.producers {
+		checkProducer(f, i, lines, sent, acked)
+	}
+	direct := map[position]bool{}
+	for _, r := range o.direct {
+		f.Sent++
+		f.Acked++
+		direct[position{r.Partition, r.Offset}] = true
+		if id := r.id(); id != "" {
+			sent[id] = r.timestamp()
+			acked[id] = position{r.Partition, r.Offset}
+		}
+	}
+
+	stored := map[position]record{}
+	copies := map[string]int{}
+	for _, r := range o.log {
+		stored[position{r.Partition, r.Offset}] = r
+		id := r.id()
+		if id != "" {
+			copies[id]++
+			if copies[id] == 2 {
+				f.problem("event %s is in the log more than once", id)
+			}
+			if copies[id] > 1 {
+				f.DupLog++
+			}
+		}
+		ts, known := sent[id]
+		switch {
+		case id != "" && known:
+			if ts != r.timestamp() {
+				f.Mismatched++
+				f.problem("event %s was sent as %q but is stored as %q", id, ts, r.Value)
+			}
+		case !direct[position{r.Partition, r.Offset}]:
+			f.Foreign++
+		}
+	}
+	for id, pos := range acked {
+		if copies[id] == 0 {
+			f.Lost++
+			f.problem("event %s was acknowledged at %d@%d but is not in the log", id, pos.partition, pos.offset)
+		} else if r, ok := stored[pos]; !ok || r.id() != id {
+			f.Mismatched++
+			f.problem("event %s was acknowledged at %d@%d but is stored elsewhere", id, pos.partition, pos.offset)
+		}
+	}
+	checkLogOrder(f, o.log)
+	if len(o.consumers) > 0 {
+		checkConsumers(f, o.consumers, o.log, stored)
+	}
+	return f
+}
+
+// checkProducer accounts for one producer run: every event it accepted was
+// either delivered or reported failed, and its final counts agree with its lines.
+func checkProducer(f *figures, run int, lines []logLine, sent map[string]string, acked map[string]position) {
+	var sending, delivered, failed int
+	var stop *logLine
+	for i, l := range lines {
+		switch {
+		case l.is(msgSending):
+			sending++
+			sent[l.ID] = l.timestamp()
+		case l.is(msgDelivered):
+			delivered++
+			if l.Partition == nil || l.Offset == nil {
+				f.problem("producer run %d: delivery of %s without partition and offset", run, l.ID)
+				continue
+			}
+			acked[l.ID] = position{*l.Partition, *l.Offset}
+		case l.is(msgNotDelivered):
+			failed++
+		case l.is(msgProducerStop):
+			stop = &lines[i]
+		}
+	}
+	for _, l := range lines {
+		if (l.is(msgDelivered) || l.is(msgNotDelivered)) && sent[l.ID] == "" {
+			f.problem("producer run %d: %q for an event it never logged as sent", run, l.Msg)
+		}
+	}
+	f.Sent += sending
+	f.Acked += delivered
+	f.Failed += failed
+	if stop == nil || stop.Attempted == nil || stop.Delivered == nil || stop.Failed == nil {
+		f.problem("producer run %d: no final %q line with its counts", run, msgProducerStop)
+		return
+	}
+	a, d, x := int(*stop.Attempted), int(*stop.Delivered), int(*stop.Failed)
+	if a != sending || d != delivered || x != failed {
+		f.problem("producer run %d: says attempted=%d delivered=%d failed=%d but logged %d sent, %d delivered, %d failed",
+			run, a, d, x, sending, delivered, failed)
+	}
+	if u := a - d - x; u != 0 {
+		f.Unconfirmed += u
+		f.problem("producer run %d: attempted=%d != delivered=%d + failed=%d", run, a, d, x)
+	}
+}
+
+// checkLogOrder counts events stored out of their producer's sequence
+// within a partition.
+func checkLogOrder(f *figures, log []record) {
+	type key struct {
+		partition int32
+		source    string
+	}
+	last := map[key]record{}
+	sorted := slices.Clone(log)
+	slices.SortStableFunc(sorted, func(a, b record) int {
+		if a.Partition != b.Partition {
+			return int(a.Partition - b.Partition)
+		}
+		return int(a.Offset - b.Offset)
+	})
+	for _, r := range sorted {
+		seq := r.seq()
+		if seq == 0 {
+			continue
+		}
+		k := key{r.Partition, r.source()}
+		if prev, ok := last[k]; ok && seq <= prev.seq() {
+			f.Reordered++
+			f.problem("partition %d: sequence %d of %s stored at offset %d, after sequence %d at offset %d",
+				r.Partition, seq, k.source, r.Offset, prev.seq(), prev.Offset)
+		}
+		last[k] = r
+	}
+}
+
+// checkConsumers compares what the consumers handled with the log: every
+// message handled or dead-lettered, first deliveries in offset order, each
+// delivery the stored event, and the consumers' own duplicate flags right.
+func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[position]record) {
+	handled := map[position]int{}
+	dead := map[position]int{}
+	firstUpTo := map[int32]int64{} // highest offset delivered for the first time
+	for run, lines := range runs {
+		seen := map[string]bool{} // ids this run received: its duplicate flags must agree
+		for _, l := range lines {
+			isReceipt, isDead := l.is(msgReceived), l.is(msgDeadLettered)
+			if !isReceipt && !isDead {
+				continue
+			}
+			if l.Partition == nil || l.Offset == nil {
+				f.problem("consumer run %d: %q without partition and offset", run, l.Msg)
+				continue
+			}
+			pos := position{*l.Partition, *l.Offset}
+			r, ok := stored[pos]
+			if !ok {
+				f.Mismatched++
+				f.problem("consumer run %d: %q at %d@%d, where the log holds nothing", run, l.Msg, pos.partition, pos.offset)
+				continue
+			}
+			if isDead {
+				f.DeadLettered++
+				dead[pos]++
+				if dead[pos] > 1 {
+					f.DupDelivered++
+				}
+				continue
+			}
+			f.Received++
+			handled[pos]++
+			if handled[pos] > 1 {
+				f.DupDelivered++
+			} else {
+				if last, ok := firstUpTo[pos.partition]; ok && pos.offset < last {
+					f.Reordered++
+					f.problem("consumer run %d: offset %d of partition %d delivered for the first time after offset %d",
+						run, pos.offset, pos.partition, last)
+				}
+				firstUpTo[pos.partition] = max(firstUpTo[pos.partition], pos.offset)
+			}
+			if l.ID != r.id() || l.timestamp() != r.timestamp() {
+				f.Mismatched++
+				f.problem("consumer run %d: received %q id %q at %d@%d, where the log holds %q id %q",
+					run, l.timestamp(), l.ID, pos.partition, pos.offset, r.timestamp(), r.id())
+			}
+			if l.ID != "" {
+				if l.Duplicate != seen[l.ID] {
+					f.Mismatched++
+					f.problem("consumer run %d: event %s at %d@%d flagged duplicate=%v, want %v",
+						run, l.ID, pos.partition, pos.offset, l.Duplicate, seen[l.ID])
+				}
+				seen[l.ID] = true
+			}
+		}
+	}
+	for _, r := range log {
+		pos := position{r.Partition, r.Offset}
+		if handled[pos] == 0 && dead[pos] == 0 {
+			f.Lost++
+			f.problem("message %d@%d (id %q) is in the log but no consumer handled it", pos.partition, pos.offset, r.id())
+		}
+	}
+}
+
+// limits are what a scenario allows beyond the invariants.
+type limits struct {
+	maxDupDelivered int // redeliveries at-least-once allows here
+	foreign         int // messages the scenario put in the topic beside the producers'
+	maxFailed       int // events the producer may report as not delivered
+}
+
+// assertFigures logs the scenario's line of figures and fails t when an
+// invariant or a limit does not hold.
+func assertFigures(t *testing.T, f *figures, lim limits) {
+	t.Helper()
+	t.Logf("%s", f)
+	if f.Sent == 0 {
+		t.Error("nothing was sent")
+	}
+	checks := []struct {
+		what      string
+		got, want int
+		atMost    bool
+	}{
+		{"lost (acknowledged but absent, or never handled)", f.Lost, 0, false},
+		{"dup_log (events stored twice)", f.DupLog, 0, false},
+		{"reordered", f.Reordered, 0, false},
+		{"mismatched", f.Mismatched, 0, false},
+		{"unconfirmed (attempted != delivered + failed)", f.Unconfirmed, 0, false},
+		{"foreign messages in the log", f.Foreign, lim.foreign, false},
+		{"failed", f.Failed, lim.maxFailed, true},
+		{"dup_delivered", f.DupDelivered, lim.maxDupDelivered, true},
+	}
+	for _, c := range checks {
+		if c.atMost && c.got > c.want {
+			t.Errorf("%s = %d; want at most %d", c.what, c.got, c.want)
+		}
+		if !c.atMost && c.got != c.want {
+			t.Errorf("%s = %d; want %d", c.what, c.got, c.want)
+		}
+	}
+	for i, p := range f.problems {
+		if i == 20 {
+			t.Errorf("... and %d more problems", len(f.problems)-i)
+			break
+		}
+		t.Error(p)
+	}
+}
+
+// The checker itself must be able to fail: each case breaks one guarantee.
+func TestCheck_findsEachViolation(t *testing.T) {
+	ev := func(id string, seq uint64, offset int64) record {
+		return record{Offset: offset, Value: []byte(`{"timestamp":"10:00:0` + fmt.Sprint(seq) + `"}`),
+			Headers: kafkaHeaders("ce_id", id, "ce_source", "src", "ce_sequence", fmt.Sprint(seq))}
+	}
+	a, b, c := ev("a", 1, 0), ev("b", 2, 1), ev("c", 3, 2)
+	sending := func(rs ...record) []logLine {
+		var out []logLine
+		for _, r := range rs {
+			out = append(out, logLine{Msg: msgSending + r.timestamp(), ID: r.id(), Seq: r.seq()})
+		}
+		for _, r := range rs {
+			out = append(out, logLine{Msg: msgDelivered + r.timestamp(), ID: r.id(), Partition: ptr(r.Partition), Offset: ptr(r.Offset)})
+		}
+		n := int64(len(rs))
+		return append(out, logLine{Msg: msgProducerStop, Attempted: &n, Delivered: &n, Failed: ptr(int64(0))})
+	}
+	receiving := func(rs ...record) []logLine {
+		var out []logLine
+		seen := map[string]bool{}
+		for _, r := range rs {
+			out = append(out, logLine{Msg: msgReceived + r.timestamp(), ID: r.id(), Duplicate: seen[r.id()],
+				Partition: ptr(r.Partition), Offset: ptr(r.Offset)})
+			seen[r.id()] = true
+		}
+		return out
+	}
+	b3 := b
+	b3.Offset = 3
+	unconfirmed := sending(a, b, c)
+	unconfirmed[len(unconfirmed)-1].Delivered = ptr(int64(2))
+	wrongFlag := receiving(a, b, c)
+	wrongFlag = append(wrongFlag, wrongFlag[0])
+	changed := receiving(a, b, c)
+	changed[1].Msg = msgReceived + "23:59:59"
+
+	tests := []struct {
+		name string
+		obs  observation
+		want figures
+	}{
+		{"all delivered once", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b, c)},
+		}, figures{}},
+		{"acknowledged event missing from the log", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, c},
+			consumers: [][]logLine{receiving(a, c)},
+		}, figures{Lost: 1}},
+		{"stored event never handled", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, c)},
+		}, figures{Lost: 1}},
+		{"event stored twice", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c, b3},
+			consumers: [][]logLine{receiving(a, b, c, b3)},
+		}, figures{DupLog: 1, Reordered: 1}},
+		{"redelivered to a restarted consumer", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b), receiving(b, c)},
+		}, figures{DupDelivered: 1}},
+		{"first delivery out of order", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, c, b)},
+		}, figures{Reordered: 1}},
+		{"producer lost track of an event", observation{
+			producers: [][]logLine{unconfirmed}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b, c)},
+		}, figures{Unconfirmed: 1}},
+		{"redelivery not flagged as duplicate", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{wrongFlag},
+		}, figures{DupDelivered: 1, Mismatched: 1}},
+		{"delivered timestamp differs from the stored one", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{changed},
+		}, figures{Mismatched: 1}},
+		{"message nobody sent", observation{
+			producers: [][]logLine{sending(a, b)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b, c)},
+		}, figures{Foreign: 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := check(tt.obs)
+			type counts struct{ Lost, DupLog, DupDelivered, Reordered, Mismatched, Unconfirmed, Foreign int }
+			g := counts{got.Lost, got.DupLog, got.DupDelivered, got.Reordered, got.Mismatched, got.Unconfirmed, got.Foreign}
+			w := counts{tt.want.Lost, tt.want.DupLog, tt.want.DupDelivered, tt.want.Reordered, tt.want.Mismatched, tt.want.Unconfirmed, tt.want.Foreign}
+			if g != w {
+				t.Errorf("got %+v, want %+v\nproblems:\n  %s", g, w, strings.Join(got.problems, "\n  "))
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// kafkaHeaders builds headers from key, value pairs.
+func kafkaHeaders(kv ...string) []kafka.Header {
+	var hs []kafka.Header
+	for i := 0; i+1 < len(kv); i += 2 {
+		hs = append(hs, kafka.Header{Key: kv[i], Value: []byte(kv[i+1])})
+	}
+	return hs
+}

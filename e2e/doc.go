@@ -1,0 +1,16 @@
+// Package e2e tests the producer and the consumer end to end: the real
+// binaries against a real Kafka broker in Docker, started with dockertest
+// from KAFKA_IMAGE.
+//
+// Every scenario produces, injects a fault, reads the whole topic back and
+// checks what the services said against what Kafka holds: no acknowledged
+// event lost, no event twice in the log, none out of order, and redeliveries
+// within what at-least-once allows. Each prints its figures on one line.
+//
+// Run it with `go tool mage test`, or in this directory:
+//
+//	go test -count=1 -v -timeout 30m ./...
+//
+// -short skips the long scenarios. Without Docker the tests that need it are
+// skipped, unless CI=true or E2E_REQUIRED=1, which turn that into a failure.
+package e2e
