@@ -494,19 +494,10 @@ func (h *inputs) sum() string {
 
 // runToStderr runs a command a person could type in dir (the current
 // directory when empty) with extra environment env, echoing the command line
-// and sending all its output to stderr.
+// and sending all its output to stderr: the image targets keep stdout for
+// the tags they print.
 func runToStderr(dir string, env []string, name string, args ...string) error {
-	fmt.Fprintf(os.Stderr, "%s %s\n", name, strings.Join(args, " "))
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w", filepath.Base(name), subcommand(args), err)
-	}
-	return nil
+	return runTo(os.Stderr, dir, env, name, args...)
 }
 
 // shellQuote quotes s for a POSIX shell, as mmdebstrap runs hooks through sh.

@@ -1,42 +1,51 @@
 // Package main holds the project's Mage targets; `go tool mage -l` lists them.
-//
-// Targets run from the repository root, shell out to the go, docker and mvn
-// commands a person would type, and print what they run.
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-
-	"github.com/magefile/mage/sh"
 )
 
 // serviceModules are the two services; each is its own Go module.
 var serviceModules = []string{"producer", "consumer"}
 
-// Test runs every test: unit tests of all modules with the race detector, then the e2e suite.
-func Test() error {
-	if err := needCgo(); err != nil {
-		return err
+// binDir holds the service binaries that run:*, demo and bench build.
+const binDir = "build/bin"
+
+// runV runs a command a person could type, in dir (the current directory
+// when empty) with extra environment env, printing the command line first
+// and its output as it comes.
+func runV(dir string, env []string, name string, args ...string) error {
+	return runTo(os.Stdout, dir, env, name, args...)
+}
+
+// runTo is runV with the command line and output written to w.
+func runTo(w io.Writer, dir string, env []string, name string, args ...string) error {
+	where := ""
+	if dir != "" {
+		where = "[" + dir + "] "
 	}
-	for _, dir := range append(serviceModules, "magefiles") {
-		if err := goIn(dir, "test", "-race", "-count=1", "./..."); err != nil {
-			return fmt.Errorf("unit tests in %s: %w", dir, err)
-		}
+	fmt.Fprintf(w, "%s%s %s\n", where, filepath.Base(name), strings.Join(args, " "))
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w", filepath.Base(name), subcommand(args), err)
 	}
 	return nil
 }
 
 // goIn runs the go command in a module directory, showing its output.
 func goIn(dir string, args ...string) error {
-	fmt.Printf("[%s] go %s\n", dir, strings.Join(args, " "))
-	cmd := exec.Command(goCmd(), args...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return cmd.Run()
+	return runV(dir, nil, goCmd(), args...)
 }
 
 // goCmd is the go command that runs Mage itself, so targets use the same toolchain.
@@ -53,16 +62,32 @@ func goCmd() string {
 // because confluent-kafka-go is a cgo binding to librdkafka.
 func needCgo() error {
 	if os.Getenv("CGO_ENABLED") == "0" {
-		return fmt.Errorf("CGO_ENABLED=0: confluent-kafka-go needs cgo; unset it or set CGO_ENABLED=1")
+		return errors.New("CGO_ENABLED=0: confluent-kafka-go needs cgo; unset it or set CGO_ENABLED=1")
 	}
-	cc, err := sh.Output(goCmd(), "env", "CC")
+	out, err := exec.Command(goCmd(), "env", "CC").Output()
 	if err != nil {
 		return fmt.Errorf("go env CC: %w", err)
 	}
-	if _, err := exec.LookPath(cc); err != nil {
-		return fmt.Errorf("no C compiler %q found: confluent-kafka-go needs cgo; install gcc (Debian/Ubuntu: apt-get install gcc, macOS: xcode-select --install)", cc)
+	cc := strings.Fields(string(out))
+	if len(cc) == 0 {
+		return errors.New("go env CC is empty: confluent-kafka-go needs a C compiler for cgo")
+	}
+	if _, err := exec.LookPath(cc[0]); err != nil {
+		return fmt.Errorf("no C compiler %q found: confluent-kafka-go needs cgo; install gcc (Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install)", cc[0])
 	}
 	return nil
+}
+
+// buildService builds a service binary into binDir and returns its path.
+func buildService(name string) (string, error) {
+	abs, err := filepath.Abs(filepath.Join(binDir, name))
+	if err != nil {
+		return "", err
+	}
+	if err := goIn(name, "build", "-o", abs, "."); err != nil {
+		return "", fmt.Errorf("build %s: %w", name, err)
+	}
+	return abs, nil
 }
 
 func fileExists(path string) bool {

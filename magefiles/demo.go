@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Demo runs the tutorial in one command: a broker, then the consumer and the producer side by side until Ctrl-C or DEMO_EVENTS events arrived.
+//
+// The broker is KAFKA_BOOTSTRAP_SERVERS if set, else Kafka in Docker if the
+// daemon answers, else an embedded in-memory broker; BROKER=docker or
+// BROKER=embedded picks one. PRODUCER_INTERVAL sets the pace (default 5s).
+func Demo(ctx context.Context) error {
+	if err := needCgo(); err != nil {
+		return err
+	}
+	events, err := demoEvents()
+	if err != nil {
+		return err
+	}
+	bootstrap, stopBroker, err := demoBroker()
+	if err != nil {
+		return err
+	}
+	defer stopBroker()
+	producer, err := buildService("producer")
+	if err != nil {
+		return err
+	}
+	consumer, err := buildService("consumer")
+	if err != nil {
+		return err
+	}
+
+	env := append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS="+bootstrap, "LOG_FORMAT=text")
+	topic, err := setting("KAFKA_TOPIC", "timestamp")
+	if err != nil {
+		return err
+	}
+	// A group of its own that starts at the current end of the topic: the
+	// demo shows this run's events, whatever earlier runs left there.
+	group := fmt.Sprintf("demo-%d", time.Now().UnixNano())
+	if err := startGroupAtEnd(ctx, bootstrap, topic, group); err != nil {
+		return err
+	}
+	consumerArgs := []string{"--group", group}
+	var producerArgs []string
+	if events > 0 {
+		consumerArgs = append(consumerArgs, "--count", strconv.Itoa(events))
+		producerArgs = append(producerArgs, "--count", strconv.Itoa(events))
+	}
+
+	out := newPanes(os.Stdout)
+	assigned := make(chan struct{})
+	var once sync.Once
+	cons := serviceCommand(ctx, consumer, env, consumerArgs...)
+	consDone, err := out.start(cons, "consumer", func(line string) {
+		if assignedLine.MatchString(line) {
+			once.Do(func() { close(assigned) })
+		}
+	})
+	if err != nil {
+		return err
+	}
+	// The producer starts once the consumer owns the partition, so that
+	// not one event goes by unseen.
+	select {
+	case <-assigned:
+	case err := <-consDone:
+		return fmt.Errorf("consumer stopped before it joined its group: %v", err)
+	case <-ctx.Done():
+		return <-consDone
+	case <-time.After(time.Minute):
+		return errors.New("consumer got no partition within a minute; see its output above")
+	}
+	prod := serviceCommand(ctx, producer, env, producerArgs...)
+	prodDone, err := out.start(prod, "producer", nil)
+	if err != nil {
+		return err
+	}
+	prodErr := <-prodDone
+	var consErr error
+	select {
+	case consErr = <-consDone:
+	case <-time.After(consumerGrace):
+		// The producer is done; whatever has not arrived by now will not.
+		_ = cons.Cancel()
+		consErr = <-consDone
+	}
+
+	sent, received := out.count("producer", stoppedProducer), out.count("consumer", stoppedConsumer)
+	fmt.Printf("Demo finished: sent %d, received %d.\n", sent, received)
+	if ctx.Err() != nil {
+		return nil // stopped with Ctrl-C: both services reported above
+	}
+	if prodErr != nil || consErr != nil {
+		return fmt.Errorf("demo: producer: %v; consumer: %v", prodErr, consErr)
+	}
+	if events > 0 && (sent != events || received != events) {
+		return fmt.Errorf("demo: sent %d and received %d events, want %d each", sent, received, events)
+	}
+	return nil
+}
+
+// consumerGrace is how long the consumer may go on after the producer stopped.
+const consumerGrace = 30 * time.Second
+
+var (
+	assignedLine    = regexp.MustCompile(`^Partitions assigned`)
+	stoppedProducer = regexp.MustCompile(`Producer stopped attempted=\d+ delivered=(\d+)`)
+	stoppedConsumer = regexp.MustCompile(`Consumer stopped received=(\d+)`)
+)
+
+// startGroupAtEnd commits the topic's end offsets for group, so that a
+// consumer of that group reads only events sent from now on. A topic that
+// does not exist yet needs nothing: the group will start at its beginning.
+func startGroupAtEnd(ctx context.Context, bootstrap, topic, group string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", bootstrap, err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the end of topic %s at %s: %w", topic, bootstrap, err)
+	}
+	res, err := adm.CommitOffsets(ctx, group, ends.Offsets())
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("start group %s at the end of %s: %w", group, topic, err)
+	}
+	return nil
+}
+
+// demoEvents reads DEMO_EVENTS: how many events the demo sends and awaits.
+func demoEvents() (int, error) {
+	v := os.Getenv("DEMO_EVENTS")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid DEMO_EVENTS %q: want a whole number >= 0 (0 runs until Ctrl-C)", v)
+	}
+	return n, nil
+}
+
+// demoBroker finds or starts the demo's broker and returns its address.
+func demoBroker() (bootstrap string, stop func(), err error) {
+	noop := func() {}
+	mode := os.Getenv("BROKER")
+	switch mode {
+	case "":
+		if bs := os.Getenv("KAFKA_BOOTSTRAP_SERVERS"); bs != "" {
+			fmt.Printf("Broker: %s (from KAFKA_BOOTSTRAP_SERVERS).\n", bs)
+			return bs, noop, nil
+		}
+		if err := needDocker(); err != nil {
+			fmt.Printf("Docker is not reachable (%v): using the embedded broker.\n", err)
+			return embeddedBroker()
+		}
+		return dockerBroker()
+	case "docker":
+		return dockerBroker()
+	case "embedded":
+		return embeddedBroker()
+	}
+	return "", noop, fmt.Errorf("invalid BROKER %q: want docker or embedded (or unset to choose by itself)", mode)
+}
+
+func dockerBroker() (string, func(), error) {
+	s, err := newStack()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := s.up(); err != nil {
+		return "", nil, err
+	}
+	fmt.Printf("Broker: Kafka in Docker at %s; it keeps running after the demo (go tool mage down stops it).\n", s.bootstrap())
+	return s.bootstrap(), func() {}, nil
+}
+
+// embeddedBroker starts an in-process Kafka-protocol broker (franz-go's
+// kfake) on a free loopback port: enough for the demo on a machine without
+// Docker, but not Kafka, and nothing it holds survives the demo.
+func embeddedBroker() (string, func(), error) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		return "", nil, fmt.Errorf("start the embedded broker: %w", err)
+	}
+	addr := c.ListenAddrs()[0]
+	fmt.Printf("Broker: embedded in-memory Kafka-protocol broker at %s. Its data lives in memory only and is gone when the demo ends.\n", addr)
+	return addr, c.Close, nil
+}
+
+// panes interleaves the output of several processes line by line, each
+// line behind its process's name, coloured on a terminal.
+type panes struct {
+	mu     sync.Mutex
+	w      io.Writer
+	colour bool
+	lines  map[string][]string
+}
+
+func newPanes(w *os.File) *panes {
+	fi, err := w.Stat()
+	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
+	return &panes{w: w, colour: tty && os.Getenv("NO_COLOR") == "", lines: map[string][]string{}}
+}
+
+var paneColours = map[string]string{"producer": "\x1b[36m", "consumer": "\x1b[35m"}
+
+// start starts cmd with its output shown under name; onLine sees each line.
+// The returned channel yields the command's exit error once it ended and
+// all its output was shown.
+func (p *panes) start(cmd *exec.Cmd, name string, onLine func(string)) (<-chan error, error) {
+	r, w := io.Pipe()
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	done := make(chan error, 1)
+	shown := make(chan struct{})
+	go func() {
+		defer close(shown)
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			p.show(name, sc.Text())
+			if onLine != nil {
+				onLine(sc.Text())
+			}
+		}
+	}()
+	go func() {
+		err := cmd.Wait()
+		w.Close()
+		<-shown
+		done <- err
+	}()
+	return done, nil
+}
+
+func (p *panes) show(name, line string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lines[name] = append(p.lines[name], line)
+	prefix := fmt.Sprintf("%-8s | ", name)
+	if p.colour {
+		prefix = paneColours[name] + prefix + "\x1b[0m"
+	}
+	fmt.Fprintln(p.w, prefix+line)
+}
+
+// count returns the number in the first group of re on name's last matching line.
+func (p *panes) count(name string, re *regexp.Regexp) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines[name] {
+		if m := re.FindStringSubmatch(l); m != nil {
+			n, _ = strconv.Atoi(m[1])
+		}
+	}
+	return n
+}

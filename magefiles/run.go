@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/magefile/mage/mg"
+)
+
+// Run runs one service on this machine, like the tutorial's `python3 main.py`.
+type Run mg.Namespace
+
+// Producer runs the producer against Kafka (KAFKA_BOOTSTRAP_SERVERS, default localhost:9092); Ctrl-C stops it cleanly.
+func (Run) Producer(ctx context.Context) error { return runService(ctx, "producer") }
+
+// Consumer runs the consumer against Kafka (KAFKA_BOOTSTRAP_SERVERS, default localhost:9092); Ctrl-C stops it cleanly.
+func (Run) Consumer(ctx context.Context) error { return runService(ctx, "consumer") }
+
+// stopGrace is how long a service may take to stop after SIGTERM: the
+// producer flushes for at most 4 s.
+const stopGrace = 5 * time.Second
+
+// runService builds a service and runs it in the foreground with this
+// environment (KAFKA_*, PRODUCER_*, LOG_* pass through).
+func runService(ctx context.Context, name string) error {
+	if err := needCgo(); err != nil {
+		return err
+	}
+	bin, err := buildService(name)
+	if err != nil {
+		return err
+	}
+	env, err := serviceEnv()
+	if err != nil {
+		return err
+	}
+	cmd := serviceCommand(ctx, bin, env)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// serviceEnv points a service on this machine at the compose Kafka's host
+// port unless KAFKA_BOOTSTRAP_SERVERS names a broker.
+func serviceEnv() ([]string, error) {
+	if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") != "" {
+		return os.Environ(), nil
+	}
+	port, err := setting("KAFKA_HOST_PORT", "9092")
+	if err != nil {
+		return nil, err
+	}
+	return append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS=localhost:"+port), nil
+}
+
+// serviceCommand runs bin with env; when ctx ends (Ctrl-C in Mage) the
+// service gets SIGTERM and stopGrace to flush and close, never SIGKILL first.
+func serviceCommand(ctx context.Context, bin string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = stopGrace
+	return cmd
+}

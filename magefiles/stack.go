@@ -1,0 +1,216 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Up starts Kafka with docker compose and waits until it is healthy.
+func Up() error {
+	s, err := newStack()
+	if err != nil {
+		return err
+	}
+	return s.up()
+}
+
+// Down stops and removes the project's containers and network, and keeps Kafka's data volume.
+func Down() error {
+	s, err := newStack()
+	if err != nil {
+		return err
+	}
+	return s.compose("--profile", "app", "down", "--remove-orphans")
+}
+
+// Clean is the tutorial's cleanup (stop, rm -f, volume prune) limited to this project's containers, networks and volumes.
+func Clean() error {
+	s, err := newStack()
+	if err != nil {
+		return err
+	}
+	if err := s.compose("--profile", "app", "stop"); err != nil {
+		return err
+	}
+	if err := s.compose("--profile", "app", "rm", "-f", "-v"); err != nil {
+		return err
+	}
+	if err := s.compose("--profile", "app", "down", "--volumes", "--remove-orphans"); err != nil {
+		return err
+	}
+	// Sweep what compose no longer knows (say, a service renamed since it
+	// was started), selected by the project's label and nothing else.
+	for _, kind := range []string{"container", "volume", "network"} {
+		ids, err := s.labelled(kind)
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		rm := []string{kind, "rm"}
+		if kind == "container" {
+			rm = append(rm, "--force", "--volumes")
+		}
+		if err := runV("", nil, "docker", append(rm, ids...)...); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("Removed the containers, networks and volumes of project %s; nothing else was touched.\n", s.project)
+	return nil
+}
+
+// stack is the compose project of docker-compose.yml.
+type stack struct {
+	composeCmd []string // docker compose (v2) or docker-compose (v1)
+	project    string   // COMPOSE_PROJECT_NAME
+	hostPort   string   // KAFKA_HOST_PORT: Kafka's port on 127.0.0.1
+}
+
+// newStack checks that Docker answers and finds the compose command.
+func newStack() (*stack, error) {
+	if err := needDocker(); err != nil {
+		return nil, err
+	}
+	s := &stack{}
+	var err error
+	if s.project, err = setting("COMPOSE_PROJECT_NAME", "event-driven-kafka-go"); err != nil {
+		return nil, err
+	}
+	if s.hostPort, err = setting("KAFKA_HOST_PORT", "9092"); err != nil {
+		return nil, err
+	}
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		s.composeCmd = []string{"docker", "compose"}
+		fmt.Println("Using docker compose (v2).")
+	} else if _, err := exec.LookPath("docker-compose"); err == nil {
+		s.composeCmd = []string{"docker-compose"}
+		fmt.Println("Using docker-compose (v1): docker compose (v2) is not installed.")
+	} else {
+		return nil, errors.New("neither docker compose (v2) nor docker-compose (v1) found: install one (Debian/Ubuntu: apt-get install docker-compose)")
+	}
+	return s, nil
+}
+
+// compose runs a compose command on the project, showing its output.
+func (s *stack) compose(args ...string) error {
+	args = append(append(s.composeCmd[1:], "--project-name", s.project), args...)
+	return runV("", nil, s.composeCmd[0], args...)
+}
+
+// bootstrap is the address host clients use.
+func (s *stack) bootstrap() string { return "localhost:" + s.hostPort }
+
+// up starts Kafka and waits until its healthcheck passes.
+func (s *stack) up() error {
+	if err := s.checkPort(); err != nil {
+		return err
+	}
+	if err := s.compose("up", "--detach", "kafka"); err != nil {
+		return s.explainUpFailure(err)
+	}
+	if err := s.waitHealthy(3 * time.Minute); err != nil {
+		return err
+	}
+	fmt.Printf("Kafka is up: host clients use %s, containers kafka:19092.\n", s.bootstrap())
+	return nil
+}
+
+// checkPort fails with one line when Kafka's host port is taken by
+// something other than this project's Kafka.
+func (s *stack) checkPort() error {
+	if id, _ := s.kafkaContainer(true); id != "" {
+		return nil // ours, already running
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+s.hostPort)
+	if err != nil {
+		return fmt.Errorf("port %s on 127.0.0.1 is already in use (another Kafka?): stop that program, or use another port: KAFKA_HOST_PORT=19092 go tool mage up, then KAFKA_BOOTSTRAP_SERVERS=localhost:19092 for the services", s.hostPort)
+	}
+	return l.Close()
+}
+
+// explainUpFailure adds a hint when the Kafka image is not on this machine,
+// which usually means no registry could be reached.
+func (s *stack) explainUpFailure(err error) error {
+	image, serr := setting("KAFKA_IMAGE", "")
+	if serr != nil || image == "" {
+		return err
+	}
+	if exec.Command("docker", "image", "inspect", image).Run() != nil {
+		return fmt.Errorf("start Kafka: image %s is not on this machine and could not be pulled; without a registry build it offline (go tool mage image:kafka) and set KAFKA_IMAGE=kafka-offline:<version>: %w", image, err)
+	}
+	return fmt.Errorf("start Kafka: %w", err)
+}
+
+// kafkaContainer returns the id of the project's Kafka container, if any
+// (only a running one when running is set).
+func (s *stack) kafkaContainer(running bool) (string, error) {
+	args := []string{"ps", "--quiet", "--all",
+		"--filter", "label=com.docker.compose.project=" + s.project,
+		"--filter", "label=com.docker.compose.service=kafka"}
+	if running {
+		args = append(args, "--filter", "status=running")
+	}
+	out, err := exec.Command("docker", args...).Output()
+	if err != nil {
+		return "", fmt.Errorf("docker ps: %w", err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return "", nil
+	}
+	return ids[0], nil
+}
+
+// waitHealthy polls the Kafka container's health until it is healthy,
+// unhealthy, gone, or timeout passed; failures carry its last log lines.
+func (s *stack) waitHealthy(timeout time.Duration) error {
+	id, err := s.kafkaContainer(false)
+	if err != nil {
+		return err
+	}
+	if id == "" {
+		return errors.New("no Kafka container was started")
+	}
+	fmt.Print("Waiting for Kafka to be healthy")
+	defer fmt.Println()
+	for deadline := time.Now().Add(timeout); ; {
+		out, err := exec.Command("docker", "inspect", "--format", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id).Output()
+		if err != nil {
+			return fmt.Errorf("docker inspect %s: %w", id, err)
+		}
+		state := strings.Fields(string(out))
+		switch {
+		case len(state) == 2 && state[1] == "healthy":
+			return nil
+		case len(state) > 0 && state[0] != "running" && state[0] != "created":
+			return fmt.Errorf("kafka container is %s; its last log lines:\n%s", state[0], lastLogs(id))
+		case time.Now().After(deadline):
+			return fmt.Errorf("kafka not healthy within %s; its last log lines:\n%s", timeout, lastLogs(id))
+		}
+		fmt.Print(".")
+		time.Sleep(time.Second)
+	}
+}
+
+// labelled lists the ids of the project's containers, volumes or networks.
+func (s *stack) labelled(kind string) ([]string, error) {
+	args := []string{kind, "ls", "--quiet", "--filter", "label=com.docker.compose.project=" + s.project}
+	if kind == "container" {
+		args = []string{"ps", "--all", "--quiet", "--filter", "label=com.docker.compose.project=" + s.project}
+	}
+	out, err := exec.Command("docker", args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("docker %s: %w", strings.Join(args[:2], " "), err)
+	}
+	return strings.Fields(string(out)), nil
+}
+
+func lastLogs(id string) string {
+	out, _ := exec.Command("docker", "logs", "--tail", "20", id).CombinedOutput()
+	return strings.TrimRight(string(out), "\n")
+}
