@@ -145,6 +145,16 @@ func (s *service) count(prefix string) int {
 	return n
 }
 
+// first returns the first line whose message starts with prefix.
+func (s *service) first(prefix string) (logLine, bool) {
+	for _, l := range s.log() {
+		if l.is(prefix) {
+			return l, true
+		}
+	}
+	return logLine{}, false
+}
+
 // last returns the last line whose message starts with prefix.
 func (s *service) last(prefix string) (logLine, bool) {
 	lines := s.log()

@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	dc "github.com/ory/dockertest/v3/docker"
 )
 
 // Scenario 1: the tutorial itself. Every timestamp the producer sends
@@ -58,6 +63,209 @@ func TestTimestamps_arriveInOrderWithLatency(t *testing.T) {
 	}
 	if f.Received != n {
 		t.Errorf("consumer received %d events; want %d", f.Received, n)
+	}
+	assertFigures(t, f, limits{})
+}
+
+// producerArgs are the flags of a producer that logs every delivery report,
+// which the checker needs.
+func producerArgs(bootstrap, topic string, extra ...string) []string {
+	return append([]string{"--bootstrap-servers", bootstrap, "--topic", topic, "--log-level", "debug"}, extra...)
+}
+
+// consumerArgs are the flags of a consumer of topic in group.
+func consumerArgs(bootstrap, topic, group string, extra ...string) []string {
+	return append([]string{"--bootstrap-servers", bootstrap, "--topic", topic, "--group", group}, extra...)
+}
+
+// waitHandled waits until the consumer runs together handled or
+// dead-lettered every message of log.
+func waitHandled(t *testing.T, runs []*service, log []record, timeout time.Duration) {
+	t.Helper()
+	want := map[position]bool{}
+	for _, r := range log {
+		want[position{r.Partition, r.Offset}] = true
+	}
+	last := runs[len(runs)-1]
+	last.waitFor(fmt.Sprintf("all %d messages handled", len(want)), timeout, func() bool {
+		got := 0
+		seen := map[position]bool{}
+		for _, s := range runs {
+			for _, l := range s.log() {
+				if (l.is(msgReceived) || l.is(msgDeadLettered)) && l.Partition != nil && l.Offset != nil {
+					pos := position{*l.Partition, *l.Offset}
+					if want[pos] && !seen[pos] {
+						seen[pos] = true
+						got++
+					}
+				}
+			}
+		}
+		return got == len(want)
+	})
+}
+
+// logsOf returns the log lines of each run.
+func logsOf(runs ...*service) [][]logLine {
+	out := make([][]logLine, len(runs))
+	for i, s := range runs {
+		out[i] = s.log()
+	}
+	return out
+}
+
+// Scenario 2: a steady stream survives the broker being restarted three
+// times and killed once: nothing acknowledged is lost, nothing is stored
+// twice, and the producer still accounts for every event.
+func TestBroker_restartsLoseNothing(t *testing.T) {
+	defer teardownOnPanic()
+	pool := needDocker(t, true)
+	producerBin, consumerBin := binaries(t)
+	b, err := startBroker(pool, suite.settings.kafkaImage, name(t, "kafka"), false)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last log lines of %s:\n%s", b.name, b.logs(300))
+		}
+		if err := b.purge(); err != nil {
+			t.Errorf("purge %s: %v", b.name, err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic, group := name(t, "topic"), name(t, "group")
+	const commitInterval = time.Second
+
+	c := startService(t, consumerBin, "consumer", consumerArgs(b.bootstrap, topic, group,
+		"-X", fmt.Sprintf("auto.commit.interval.ms=%d", commitInterval.Milliseconds()))...)
+	p := startService(t, producerBin, "producer", producerArgs(b.bootstrap, topic, "--interval", "1ms")...)
+	started := time.Now()
+	p.waitCount(msgDelivered, 1000, time.Minute)
+
+	faults := []struct {
+		what string
+		sig  dc.Signal
+	}{
+		{"restart", dc.SIGTERM},
+		{"restart", dc.SIGTERM},
+		{"restart", dc.SIGTERM},
+		{"kill", dc.SIGKILL},
+	}
+	var downtimes []string
+	for i, fault := range faults {
+		took, err := b.restart(fault.sig)
+		if err != nil {
+			t.Fatalf("fault %d (%s): %v", i+1, fault.what, err)
+		}
+		downtimes = append(downtimes, took.Round(100*time.Millisecond).String())
+		// The stream goes on: what queued while the broker was down, and
+		// some more, is acknowledged before the next fault.
+		p.waitCount(msgDelivered, p.count(msgSending)+500, 2*time.Minute)
+	}
+	p.stop(15 * time.Second)
+	duration := time.Since(started)
+
+	log := readTopic(t, b.bootstrap, topic)
+	waitHandled(t, []*service{c}, log, 2*time.Minute)
+	c.stop(15 * time.Second)
+
+	f := check(observation{producers: logsOf(p), consumers: logsOf(c), log: log})
+	f.add("restarts", 3)
+	f.add("kills", 1)
+	f.add("rate", fmt.Sprintf("%.0f/s", float64(f.Sent)/duration.Seconds()))
+	f.add("downtime", strings.Join(downtimes, ","))
+	// Each fault may cost the consumer its assignment without a commit:
+	// it then handles again what it handled since its last commit.
+	rate := float64(f.Sent) / duration.Seconds()
+	assertFigures(t, f, limits{maxDupDelivered: len(faults) * int(rate*(commitInterval+time.Second).Seconds())})
+}
+
+// Scenario 3: consumers killed mid-stream and restarted in the same group
+// miss nothing; what they handle again is at most what they handled since
+// their last commit.
+func TestConsumer_killedLosesNothing(t *testing.T) {
+	defer teardownOnPanic()
+	k := sharedKafka(t, true)
+	producerBin, consumerBin := binaries(t)
+	topic, group := name(t, "topic"), name(t, "group")
+	const (
+		commitInterval = time.Second
+		commitSlack    = 500 * time.Millisecond
+		kills          = 2
+	)
+	args := consumerArgs(k.bootstrap, topic, group,
+		"-X", fmt.Sprintf("auto.commit.interval.ms=%d", commitInterval.Milliseconds()),
+		// A killed member leaves the group when its session times out; the
+		// broker's minimum keeps the restarted consumer's wait short.
+		"-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000")
+
+	p := startService(t, producerBin, "producer", producerArgs(k.bootstrap, topic, "--interval", "2ms")...)
+	runs := []*service{startService(t, consumerBin, "consumer#1", args...)}
+	bound := 0
+	for i := range kills {
+		cur := runs[len(runs)-1]
+		// Killed after several commits, so that what it handled since the
+		// last one is a part of what it handled, not all of it.
+		cur.waitFor("4s of steady consumption", 2*time.Minute, func() bool {
+			first, ok := cur.first(msgReceived)
+			return ok && time.Since(first.Time) > 4*commitInterval && cur.count(msgReceived) >= 500
+		})
+		cur.signal(syscall.SIGKILL)
+		cur.wait(10 * time.Second)
+		// Events handled within the last commit interval (and half a second
+		// for the commit's round trip) may not have been committed.
+		for _, l := range cur.log() {
+			if l.is(msgReceived) && l.Time.After(cur.killed.Add(-commitInterval-commitSlack)) {
+				bound++
+			}
+		}
+		runs = append(runs, startService(t, consumerBin, fmt.Sprintf("consumer#%d", i+2), args...))
+	}
+	runs[len(runs)-1].waitCount(msgReceived, 500, 2*time.Minute)
+	p.stop(15 * time.Second)
+
+	log := readTopic(t, k.bootstrap, topic)
+	waitHandled(t, runs, log, 2*time.Minute)
+	runs[len(runs)-1].stop(15 * time.Second)
+
+	f := check(observation{producers: logsOf(p), consumers: logsOf(runs...), log: log})
+	f.add("kills", kills)
+	f.add("dup_bound", bound)
+	assertFigures(t, f, limits{maxDupDelivered: bound})
+}
+
+// Scenario 4: a producer stopped with SIGTERM mid-stream delivers every
+// event it accepted before it exits, within its flush timeout, and exits 0.
+func TestProducer_stoppedDeliversEverythingAccepted(t *testing.T) {
+	defer teardownOnPanic()
+	k := sharedKafka(t, true)
+	producerBin, consumerBin := binaries(t)
+	topic, group := name(t, "topic"), name(t, "group")
+
+	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group)...)
+	p := startService(t, producerBin, "producer", producerArgs(k.bootstrap, topic,
+		"--interval", "0", "--count", "100000000")...)
+	p.waitCount(msgSending, 20000, time.Minute)
+	inFlight := p.count(msgSending) - p.count(msgDelivered)
+	stopped := time.Now()
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(15 * time.Second); code != 0 {
+		t.Errorf("producer exited with %d after SIGTERM; want 0", code)
+	}
+	stopTook := time.Since(stopped)
+	if stopTook > 6*time.Second {
+		t.Errorf("producer took %s to stop; its flush is bounded by 4s", stopTook)
+	}
+
+	log := readTopic(t, k.bootstrap, topic)
+	waitHandled(t, []*service{c}, log, 2*time.Minute)
+	c.stop(15 * time.Second)
+
+	f := check(observation{producers: logsOf(p), consumers: logsOf(c), log: log})
+	f.add("in_flight_at_sigterm", inFlight)
+	f.add("stop_took", stopTook.Round(time.Millisecond))
+	if f.Sent != f.Acked {
+		t.Errorf("producer accepted %d events but %d were delivered", f.Sent, f.Acked)
 	}
 	assertFigures(t, f, limits{})
 }
