@@ -9,7 +9,7 @@ import (
 // workspaceModules are all modules of go.work, linted and vetted alike.
 var workspaceModules = []string{"producer", "consumer", "e2e", "magefiles"}
 
-// Lint checks formatting (gofmt), runs go vet and staticcheck on every module.
+// Lint checks formatting (gofmt), runs go vet and staticcheck on every module, and actionlint on the GitHub workflows.
 func Lint() error {
 	out, err := exec.Command("gofmt", append([]string{"-l"}, workspaceModules...)...).CombinedOutput()
 	if err != nil {
@@ -27,5 +27,5 @@ func Lint() error {
 			return err
 		}
 	}
-	return nil
+	return runV("", nil, goCmd(), "tool", "actionlint")
 }
