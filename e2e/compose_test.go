@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ory/dockertest/v3"
+	dc "github.com/ory/dockertest/v3/docker"
+)
+
+// composeProjectLabel is the label docker compose puts on what it creates.
+const composeProjectLabel = "com.docker.compose.project"
+
+// Scenario 7: the compose file itself. With the app profile, the consumer
+// container receives the producer container's events through the compose
+// network; `go tool mage clean` then removes every container, network and
+// volume of the project, and nothing that is not the project's.
+func TestCompose_appProfileThenClean(t *testing.T) {
+	defer teardownOnPanic()
+	pool := needDocker(t, true)
+	compose := composeCommand(t)
+	project := name(t, "project")
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"COMPOSE_PROJECT_NAME=" + project,
+		"KAFKA_HOST_PORT=" + strconv.Itoa(port),
+		"KAFKA_IMAGE=" + suite.settings.kafkaImage,
+		"PRODUCER_IMAGE=" + suite.settings.producerImage,
+		"CONSUMER_IMAGE=" + suite.settings.consumerImage,
+		"PRODUCER_INTERVAL=200ms",
+		"LOG_FORMAT=json",
+	}
+	run := func(timeout time.Duration, name string, args ...string) (string, error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	up := append(compose[1:], "--profile", "app")
+	// Whatever happens below, the project goes away with the test.
+	t.Cleanup(func() {
+		if out, err := run(2*time.Minute, compose[0], append(up, "down", "--volumes", "--remove-orphans")...); err != nil {
+			t.Errorf("compose down: %v\n%s", err, out)
+		}
+	})
+
+	// Volumes that are not the project's, one of them named like its volumes.
+	canaries := []string{"e2e-canary-" + runID, project + "_canary"}
+	for _, v := range canaries {
+		if _, err := pool.Client.CreateVolume(dc.CreateVolumeOptions{Name: v, Labels: runLabels()}); err != nil {
+			t.Fatalf("create volume %s: %v", v, err)
+		}
+		t.Cleanup(func() { _ = pool.Client.RemoveVolumeWithOptions(dc.RemoveVolumeOptions{Name: v, Force: true}) })
+	}
+
+	if out, err := run(5*time.Minute, compose[0], append(up, "up", "--detach", "--no-build")...); err != nil {
+		t.Fatalf("%s up: %v\n%s%s", strings.Join(compose, " "), err, out, imageHint(pool, suite.settings.kafkaImage))
+	}
+	kafka := projectContainer(t, pool, project, "kafka")
+	producer := projectContainer(t, pool, project, "producer")
+	consumer := projectContainer(t, pool, project, "consumer")
+	if info, err := pool.Client.InspectContainer(kafka); err != nil || info.State.Health.Status != "healthy" {
+		t.Errorf("kafka service health %q (%v); the app services start only once it is healthy", info.State.Health.Status, err)
+	}
+
+	// The consumer receives what the producer sends, over kafka:19092.
+	var pLines, cLines []logLine
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		pLines, cLines = serviceLogs(t, pool, producer), serviceLogs(t, pool, consumer)
+		if _, received := sentAndReceived(pLines, cLines); len(received) >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer container received fewer than 5 events in 2m\nproducer:%s\nconsumer:%s", describe(pLines), describe(cLines))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// A stopped producer accounts for everything it sent; then the whole
+	// topic is checked against both containers' output.
+	if out, err := run(time.Minute, compose[0], append(up, "stop", "producer")...); err != nil {
+		t.Fatalf("compose stop producer: %v\n%s", err, out)
+	}
+	if info, err := pool.Client.InspectContainer(producer); err != nil || info.State.ExitCode != 0 {
+		t.Errorf("producer container exit code %d (%v); want 0", info.State.ExitCode, err)
+	}
+	bootstrap := "localhost:" + strconv.Itoa(port)
+	log := readTopic(t, bootstrap, "timestamp")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		cLines = serviceLogs(t, pool, consumer)
+		if _, received := sentAndReceived(nil, cLines); len(received) >= len(log) || time.Now().After(deadline) {
+			break
+		}
+	}
+	f := check(observation{
+		producers: [][]logLine{serviceLogs(t, pool, producer)},
+		consumers: [][]logLine{cLines},
+		log:       log,
+	})
+	f.add("project", project)
+	assertFigures(t, f, limits{})
+
+	// Clean, as a user runs it.
+	out, err := run(5*time.Minute, goCommand(), "tool", "mage", "clean")
+	if err != nil {
+		t.Fatalf("go tool mage clean: %v\n%s", err, out)
+	}
+	left := projectLeftovers(t, pool, project, canaries)
+	if len(left) > 0 {
+		t.Errorf("after clean, project %s still has: %s\nclean said:\n%s", project, strings.Join(left, ", "), out)
+	}
+	for _, v := range canaries {
+		if _, err := pool.Client.InspectVolume(v); err != nil {
+			t.Errorf("volume %s, not the project's, is gone after clean: %v", v, err)
+		}
+	}
+	if k := suite.kafka; k != nil && k.res != nil {
+		if info, err := pool.Client.InspectContainer(k.res.Container.ID); err != nil || !info.State.Running {
+			t.Errorf("the suite's own broker %s, not the project's, did not survive clean (%v)", k.name, err)
+		}
+	}
+}
+
+// composeCommand is docker compose (v2) when it works, else docker-compose (v1).
+func composeCommand(t *testing.T) []string {
+	t.Helper()
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}
+	}
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{"docker-compose"}
+	}
+	t.Fatal("neither docker compose (v2) nor docker-compose (v1) is installed")
+	return nil
+}
+
+// projectContainer returns the id of the container of a service of project.
+func projectContainer(t *testing.T, pool *dockertest.Pool, project, service string) string {
+	t.Helper()
+	cs, err := pool.Client.ListContainers(dc.ListContainersOptions{All: true, Filters: map[string][]string{
+		"label": {composeProjectLabel + "=" + project, "com.docker.compose.service=" + service},
+	}})
+	if err != nil || len(cs) != 1 {
+		t.Fatalf("container of service %s in project %s: found %d (%v)", service, project, len(cs), err)
+	}
+	return cs[0].ID
+}
+
+// serviceLogs returns the JSON log lines of a container so far.
+func serviceLogs(t *testing.T, pool *dockertest.Pool, id string) []logLine {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := pool.Client.Logs(dc.LogsOptions{Container: id, OutputStream: &out, ErrorStream: &errOut, Stdout: true, Stderr: true}); err != nil {
+		t.Fatalf("logs of %s: %v", id, err)
+	}
+	return parseLogLines(t, &out)
+}
+
+// projectLeftovers lists what of project still exists: containers, networks
+// and volumes with its compose label or its name prefix, canaries aside.
+func projectLeftovers(t *testing.T, pool *dockertest.Pool, project string, canaries []string) []string {
+	t.Helper()
+	var left []string
+	label := composeProjectLabel + "=" + project
+	cs, err := pool.Client.ListContainers(dc.ListContainersOptions{All: true, Filters: map[string][]string{"label": {label}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		left = append(left, "container "+strings.Join(c.Names, ","))
+	}
+	nets, err := pool.Client.ListNetworks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nets {
+		if n.Labels[composeProjectLabel] == project || strings.HasPrefix(n.Name, project+"_") {
+			left = append(left, "network "+n.Name)
+		}
+	}
+	vols, err := pool.Client.ListVolumes(dc.ListVolumesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		isCanary := false
+		for _, c := range canaries {
+			isCanary = isCanary || v.Name == c
+		}
+		if !isCanary && (v.Labels[composeProjectLabel] == project || strings.HasPrefix(v.Name, project+"_")) {
+			left = append(left, "volume "+v.Name)
+		}
+	}
+	return left
+}
