@@ -23,7 +23,8 @@ const composeProjectLabel = "com.docker.compose.project"
 // volume of the project, and nothing that is not the project's.
 func TestCompose_appProfileThenClean(t *testing.T) {
 	defer teardownOnPanic()
-	pool := needDocker(t, true)
+	// The suite's own broker runs beside the project: clean must spare it.
+	pool := sharedKafka(t, true).pool
 	compose := composeCommand(t)
 	project := name(t, "project")
 	port, err := freePort()
