@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -49,11 +50,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		props[k] = v
 	}
 	s, err := sender.New(sender.Options{
-		Topic:    cfg.Topic,
-		Source:   source(),
-		Interval: cfg.Interval,
-		Count:    cfg.Count,
-		Kafka:    props,
+		Topic:     cfg.Topic,
+		Source:    source(),
+		Interval:  cfg.Interval,
+		Count:     cfg.Count,
+		ValueSize: cfg.ValueSize,
+		LogEvents: cfg.LogEvents,
+		Kafka:     props,
 	}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: invalid Kafka client configuration:", err)
@@ -74,6 +77,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	res, err := s.Run(ctx)
 	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unconfirmed", res.Unconfirmed()}
+	if res.Elapsed > 0 {
+		attrs = append(attrs, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", math.Round(res.Rate()*10)/10)
+	}
 	if err != nil {
 		log.Error("Producer stopped", append(attrs, "err", err)...)
 		return 1

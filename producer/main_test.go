@@ -27,6 +27,7 @@ func TestRun_exitCodes(t *testing.T) {
 		slowBroker bool
 		code       int
 		stdout     []string // lines that must appear
+		notStdout  []string // text that must not appear
 		stderr     string
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: []string{"Usage: producer"}},
@@ -38,6 +39,11 @@ func TestRun_exitCodes(t *testing.T) {
 			stderr: `producer: invalid Kafka client configuration: create producer: No such configuration property: "no.such.property"`},
 		{name: "all delivered", args: []string{"--bootstrap-servers", broker, "--count", "3", "--interval", "10ms"}, code: 0,
 			stdout: []string{"Sending: ", "Producer stopped attempted=3 delivered=3 failed=0 unconfirmed=0"}},
+		{name: "bulk run with a summary only", args: []string{"--bootstrap-servers", broker, "--count", "20", "--interval", "0", "--value-size", "100", "--log-events=false"}, code: 0,
+			stdout:    []string{"Producer stopped attempted=20 delivered=20 failed=0 unconfirmed=0 elapsed=", " events_per_s="},
+			notStdout: []string{"Sending: "}},
+		{name: "bad value size", args: []string{"--value-size", "10"}, code: 2,
+			stderr: `producer: invalid --value-size "10": want 0 (no padding) or a size from 24 to 65536 bytes`},
 		{name: "undelivered events", args: []string{"--bootstrap-servers", broker, "--count", "2", "--interval", "10ms", "-X", "message.timeout.ms=200"},
 			slowBroker: true, code: 1, stdout: []string{"ERROR Not delivered: ", "2 of 2 events not delivered"}},
 	}
@@ -58,6 +64,11 @@ func TestRun_exitCodes(t *testing.T) {
 			for _, s := range tt.stdout {
 				if !strings.Contains(stdout.String(), s) {
 					t.Errorf("stdout lacks %q:\n%s", s, stdout.String())
+				}
+			}
+			for _, s := range tt.notStdout {
+				if strings.Contains(stdout.String(), s) {
+					t.Errorf("stdout has %q:\n%s", s, stdout.String())
 				}
 			}
 			if !strings.HasPrefix(stderr.String(), tt.stderr) || strings.Count(stderr.String(), "\n") > 1 {

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/event-driven-go/kafka-go/producer/event"
 )
 
 // Config is the producer's validated configuration.
@@ -21,8 +23,10 @@ type Config struct {
 	Topic            string
 	Interval         time.Duration
 	Count            int
+	ValueSize        int // bytes the value is padded to; 0 sends the bare value
 	LogFormat        string
 	LogLevel         slog.Level
+	LogEvents        bool // a line per event ("Sending: ...")
 	// Kafka holds librdkafka properties given with -X key=value.
 	Kafka map[string]string
 }
@@ -56,10 +60,12 @@ type setting struct {
 var settings = []setting{
 	{"bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, a comma-separated list of host:port"},
 	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are sent to (created if missing)"},
-	{"interval", "PRODUCER_INTERVAL", "5s", "time between events; 0 sends as fast as the client allows (needs --count)"},
+	{"interval", "PRODUCER_INTERVAL", "5s", "time between events, on a fixed schedule (a late event goes out at once, stamped with its scheduled time); 0 sends as fast as the client allows (needs --count)"},
 	{"count", "PRODUCER_COUNT", "0", "stop after this many events; 0 sends until stopped"},
+	{"value-size", "PRODUCER_VALUE_SIZE", "0", fmt.Sprintf("pad each value with spaces inside the JSON object to this many bytes (%d to %d), to test with bigger messages; 0 sends the bare value", event.ValueLen, event.MaxValueSize)},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error; debug also shows every delivery report"},
+	{"log-events", "LOG_EVENTS", "true", "print a line per event; false prints only the start, the summary and problems (for high rates)"},
 }
 
 // Parse reads args, falling back to getenv for each flag not given, and
@@ -117,10 +123,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	if cfg.Count, err = v.count("count"); err != nil {
 		return Config{}, err
 	}
+	if cfg.ValueSize, err = v.valueSize("value-size"); err != nil {
+		return Config{}, err
+	}
 	if cfg.LogFormat, err = v.oneOf("log-format", "text", "json"); err != nil {
 		return Config{}, err
 	}
 	if cfg.LogLevel, err = v.level("log-level"); err != nil {
+		return Config{}, err
+	}
+	if cfg.LogEvents, err = v.boolean("log-events"); err != nil {
 		return Config{}, err
 	}
 	if cfg.Interval == 0 && cfg.Count == 0 {
@@ -196,6 +208,22 @@ func (v *values) count(name string) (int, error) {
 		return 0, v.fail(name, "want a whole number >= 0")
 	}
 	return n, nil
+}
+
+func (v *values) valueSize(name string) (int, error) {
+	n, err := strconv.Atoi(v.raw[name])
+	if err != nil || (n != 0 && (n < event.ValueLen || n > event.MaxValueSize)) {
+		return 0, v.fail(name, fmt.Sprintf("want 0 (no padding) or a size from %d to %d bytes", event.ValueLen, event.MaxValueSize))
+	}
+	return n, nil
+}
+
+func (v *values) boolean(name string) (bool, error) {
+	b, err := strconv.ParseBool(v.raw[name])
+	if err != nil {
+		return false, v.fail(name, "want true or false")
+	}
+	return b, nil
 }
 
 func (v *values) oneOf(name string, allowed ...string) (string, error) {

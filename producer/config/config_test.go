@@ -21,6 +21,7 @@ func TestParse(t *testing.T) {
 		Interval:         5 * time.Second,
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
+		LogEvents:        true,
 		Kafka:            map[string]string{},
 	}
 	tests := []struct {
@@ -49,6 +50,26 @@ func TestParse(t *testing.T) {
 			name: "bulk mode",
 			args: []string{"--interval", "0", "--count", "1000"},
 			want: func(c *Config) { c.Interval, c.Count = 0, 1000 },
+		},
+		{
+			name: "padded values",
+			args: []string{"--value-size", "1024"},
+			want: func(c *Config) { c.ValueSize = 1024 },
+		},
+		{
+			name: "padding to the bare value's length",
+			env:  map[string]string{"PRODUCER_VALUE_SIZE": "24"},
+			want: func(c *Config) { c.ValueSize = 24 },
+		},
+		{
+			name: "no line per event",
+			args: []string{"--log-events=false"},
+			want: func(c *Config) { c.LogEvents = false },
+		},
+		{
+			name: "no line per event from the environment",
+			env:  map[string]string{"LOG_EVENTS": "0"},
+			want: func(c *Config) { c.LogEvents = false },
 		},
 		{
 			name: "librdkafka properties",
@@ -91,6 +112,11 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"flood forever", []string{"--interval", "0"}, nil, "--interval"},
 		{"negative count", []string{"--count", "-1"}, nil, "--count"},
 		{"count not a number", nil, map[string]string{"PRODUCER_COUNT": "many"}, "PRODUCER_COUNT"},
+		{"value too small to hold the event", []string{"--value-size", "23"}, nil, "--value-size"},
+		{"negative value size", []string{"--value-size", "-1"}, nil, "--value-size"},
+		{"value larger than consumers accept", nil, map[string]string{"PRODUCER_VALUE_SIZE": "65537"}, "PRODUCER_VALUE_SIZE"},
+		{"value size not a number", []string{"--value-size", "1KiB"}, nil, "--value-size"},
+		{"log events neither true nor false", nil, map[string]string{"LOG_EVENTS": "some"}, "LOG_EVENTS"},
 		{"unknown log format", []string{"--log-format", "xml"}, nil, "--log-format"},
 		{"unknown log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"idempotence cannot be turned off", []string{"-X", "enable.idempotence=false"}, nil, "-X enable.idempotence"},

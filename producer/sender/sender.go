@@ -24,10 +24,12 @@ const FlushTimeout = 4 * time.Second
 
 // Options configures a Sender.
 type Options struct {
-	Topic    string
-	Source   string        // the ce_source of every event
-	Interval time.Duration // time between events; 0 sends back to back
-	Count    int           // events to send; 0 sends until the context ends
+	Topic     string
+	Source    string        // the ce_source of every event
+	Interval  time.Duration // time between events; 0 sends back to back
+	Count     int           // events to send; 0 sends until the context ends
+	ValueSize int           // bytes each value is padded to; 0 sends the bare value
+	LogEvents bool          // log "Sending: ..." for each event
 	// Kafka holds librdkafka properties: bootstrap.servers and any overrides.
 	Kafka kafka.ConfigMap
 }
@@ -37,18 +39,31 @@ type Result struct {
 	Attempted int64 // accepted by the client for delivery
 	Delivered int64 // acknowledged by the broker
 	Failed    int64 // reported as not delivered
+	// Elapsed runs from the first event handed to the client to the last
+	// delivery report; 0 when nothing was sent.
+	Elapsed time.Duration
 }
 
 // Unconfirmed counts events accepted but neither delivered nor failed when the run ended.
 func (r Result) Unconfirmed() int64 { return r.Attempted - r.Delivered - r.Failed }
+
+// Rate is the delivered events per second over Elapsed; 0 when nothing was sent.
+func (r Result) Rate() float64 {
+	if r.Elapsed <= 0 {
+		return 0
+	}
+	return float64(r.Delivered) / r.Elapsed.Seconds()
+}
 
 // Sender owns one Kafka producer and the goroutines that drain its events.
 type Sender struct {
 	p    *kafka.Producer
 	log  *slog.Logger
 	opts Options
+	enc  *event.Encoder
 
 	delivered, failed atomic.Int64
+	lastReport        atomic.Int64  // Unix nanoseconds of the latest delivery report
 	progress          chan struct{} // a delivery report arrived: queue space may be free
 	fatal             chan struct{} // closed on the first fatal client error
 	fatalOnce         sync.Once
@@ -58,6 +73,10 @@ type Sender struct {
 
 // New creates the producer. Errors here come from the client configuration.
 func New(opts Options, log *slog.Logger) (*Sender, error) {
+	enc, err := event.NewEncoder(opts.ValueSize)
+	if err != nil {
+		return nil, err
+	}
 	cm := kafka.ConfigMap{}
 	for k, v := range opts.Kafka {
 		cm[k] = v
@@ -83,6 +102,7 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 		p:        p,
 		log:      log,
 		opts:     opts,
+		enc:      enc,
 		progress: make(chan struct{}, 1),
 		fatal:    make(chan struct{}),
 	}
@@ -102,9 +122,12 @@ func (s *Sender) EnsureTopic(ctx context.Context) error {
 // producer. It returns an error when the client failed fatally or when any
 // accepted event was not delivered.
 func (s *Sender) Run(ctx context.Context) (Result, error) {
-	attempted, err := s.produce(ctx)
+	attempted, first, err := s.produce(ctx)
 	s.Close()
 	res := Result{Attempted: attempted, Delivered: s.delivered.Load(), Failed: s.failed.Load()}
+	if last := s.lastReport.Load(); attempted > 0 && last > 0 {
+		res.Elapsed = time.Unix(0, last).Sub(first)
+	}
 	if err == nil {
 		err = s.fatalError()
 	}
@@ -128,53 +151,65 @@ func (s *Sender) Close() {
 	s.drained.Wait()
 }
 
-func (s *Sender) produce(ctx context.Context) (int64, error) {
-	var tick <-chan time.Time
-	if s.opts.Interval > 0 {
-		t := time.NewTicker(s.opts.Interval)
-		defer t.Stop()
-		tick = t.C
-	}
-	var sent int64
-	buf := make([]byte, 0, 64)
+// produce sends events until Count is reached or ctx ends. It returns how
+// many the client accepted and when it got the first.
+func (s *Sender) produce(ctx context.Context) (sent int64, first time.Time, err error) {
+	sched := newSchedule(time.Now(), s.opts.Interval)
+	// One message is reused: Produce copies what it needs before it returns.
+	msg := kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny}}
+	var block []inflight
 	for seq := uint64(1); s.opts.Count == 0 || seq <= uint64(s.opts.Count); seq++ {
 		now := time.Now()
-		if seq > 1 && tick != nil {
-			select {
-			case <-ctx.Done():
-				return sent, nil
-			case <-s.fatal:
-				return sent, nil
-			case now = <-tick:
+		if s.opts.Interval > 0 {
+			now = sched.due(seq)
+			if !sched.wait(ctx, s.fatal, now) {
+				return sent, first, nil
 			}
 		}
 		if ctx.Err() != nil {
-			return sent, nil
+			return sent, first, nil
 		}
 		ev := event.New(s.opts.Source, seq, now)
-		buf = ev.AppendValue(buf[:0])
-		msg := &kafka.Message{
-			TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny},
-			Value:          buf, // librdkafka copies the value; buf is reused
-			Headers:        ev.Headers(),
-			Opaque:         &ev,
+		s.enc.Encode(&ev, &msg)
+		if len(block) == 0 {
+			block = make([]inflight, inflightBlock)
 		}
-		if err := s.send(ctx, msg); err != nil {
+		in := &block[0]
+		block = block[1:]
+		*in = inflight{seq: ev.Sequence, time: ev.Time, id: ev.ID}
+		msg.Opaque = in
+		if sent == 0 {
+			first = time.Now()
+		}
+		if err := s.send(ctx, &msg); err != nil {
 			var kerr kafka.Error
 			switch {
 			case ctx.Err() != nil:
-				return sent, nil
+				return sent, first, nil
 			case errors.As(err, &kerr) && kerr.Code() == kafka.ErrFatal:
-				return sent, s.setFatal(s.p.GetFatalError())
+				return sent, first, s.setFatal(s.p.GetFatalError())
 			default:
-				return sent, fmt.Errorf("send event %d: %w", seq, err)
+				return sent, first, fmt.Errorf("send event %d: %w", seq, err)
 			}
 		}
 		sent++
-		s.log.Info("Sending: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID)
+		if s.opts.LogEvents {
+			s.log.Info("Sending: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID)
+		}
 	}
-	return sent, nil
+	return sent, first, nil
 }
+
+// inflight names an event in its delivery report. They are allocated in
+// blocks of inflightBlock, so that sending an event allocates nothing of
+// its own; a block is freed once the reports of all its events are in.
+type inflight struct {
+	seq  uint64
+	time time.Time
+	id   event.ID
+}
+
+const inflightBlock = 1024
 
 // send hands msg to the client, waiting while its local queue is full:
 // back-pressure slows the producer down instead of failing it.
@@ -214,23 +249,27 @@ func (s *Sender) reports() {
 			}
 			// The client retries by itself; say so and go on.
 			s.log.Warn("Kafka client error, retrying", "err", e)
+		case *kafka.Stats:
+			// Only there when asked for with -X statistics.interval.ms.
+			logStats(s.log, e.String())
 		}
 	}
 }
 
 func (s *Sender) report(m *kafka.Message) {
-	ev, _ := m.Opaque.(*event.Event)
-	if ev == nil {
+	in, _ := m.Opaque.(*inflight)
+	if in == nil {
 		return
 	}
+	s.lastReport.Store(time.Now().UnixNano())
 	if err := m.TopicPartition.Error; err != nil {
 		s.failed.Add(1)
-		s.log.Error("Not delivered: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID, "err", err)
+		s.log.Error("Not delivered: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
 		return
 	}
 	s.delivered.Add(1)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("Delivered: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID,
+		s.log.Debug("Delivered: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id,
 			"partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
 	}
 }

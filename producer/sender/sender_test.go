@@ -62,6 +62,9 @@ func newSender(t *testing.T, mc *kafka.MockCluster, opts Options, out *syncBuffe
 	if opts.Source == "" {
 		opts.Source = "/producer/test"
 	}
+	if !opts.quiet() {
+		opts.LogEvents = true
+	}
 	s, err := New(opts, logging.New(out, logging.Text, slog.LevelInfo))
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -144,6 +147,10 @@ func TestSender_sendsEveryEventOnceInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	if res.Elapsed <= 0 {
+		t.Errorf("elapsed %s, want the time from the first event to the last report", res.Elapsed)
+	}
+	res.Elapsed = 0
 	if res != (Result{Attempted: n, Delivered: n}) {
 		t.Fatalf("result %+v, want %d attempted and delivered", res, n)
 	}
@@ -182,6 +189,83 @@ func mustParse(t *testing.T, s string) time.Time {
 		t.Fatalf("parse %q: %v", s, err)
 	}
 	return tm
+}
+
+// quiet is set by tests of runs without a line per event; newSender turns
+// LogEvents on for every other test.
+func (o Options) quiet() bool { return o.Source == quietSource }
+
+const quietSource = "/producer/quiet"
+
+func TestSender_keepsToTheScheduleAndStampsScheduledTimes(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	const n, interval = 300, 500 * time.Microsecond
+	s := newSender(t, mc, Options{Interval: interval, Count: n, Source: quietSource}, &out, nil)
+	start := time.Now()
+	res, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	took := time.Since(start)
+	if res.Delivered != n {
+		t.Fatalf("result %+v, want %d delivered", res, n)
+	}
+	// A ticker drops ticks it cannot deliver in time; the schedule sends
+	// late events instead, so n events take about n intervals.
+	if want := (n - 1) * interval; took < want || took > want+2*time.Second {
+		t.Errorf("%d events at %s took %s, want about %s", n, interval, took, want)
+	}
+	msgs := readTopic(t, mc.BootstrapServers(), "timestamp", n, 10*time.Second)
+	checkLog(t, msgs, n)
+	first := mustParse(t, header(msgs[0], event.HeaderTime))
+	for i, m := range msgs {
+		if got, want := mustParse(t, header(m, event.HeaderTime)).Sub(first), time.Duration(i)*interval; got != want {
+			t.Fatalf("event %d is stamped %s after the first, want its scheduled %s", i+1, got, want)
+		}
+	}
+	if strings.Contains(out.String(), "Sending: ") {
+		t.Errorf("LogEvents is off, but events were logged:\n%s", out.String())
+	}
+}
+
+func TestSender_padsValuesAndReportsTheRate(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	const n, size = 500, 1024
+	s := newSender(t, mc, Options{Count: n, ValueSize: size, Source: quietSource}, &out, nil)
+	res, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Delivered != n || res.Elapsed <= 0 || res.Rate() <= 0 {
+		t.Fatalf("result %+v, rate %.1f: want all delivered, a positive elapsed time and rate", res, res.Rate())
+	}
+	msgs := readTopic(t, mc.BootstrapServers(), "timestamp", n, 10*time.Second)
+	checkLog(t, msgs, n)
+	padded := regexp.MustCompile(`^\{"timestamp":"\d\d:\d\d:\d\d" *\}$`)
+	for _, m := range msgs {
+		if len(m.Value) != size || !padded.Match(m.Value) {
+			t.Fatalf("value of %d bytes %.40q..., want the event padded to %d", len(m.Value), m.Value, size)
+		}
+	}
+}
+
+func TestResult_rate(t *testing.T) {
+	tests := []struct {
+		res  Result
+		want float64
+	}{
+		{Result{}, 0},
+		{Result{Delivered: 10}, 0},
+		{Result{Delivered: 500, Elapsed: 2 * time.Second}, 250},
+		{Result{Attempted: 3, Delivered: 1, Failed: 2, Elapsed: time.Second / 4}, 4},
+	}
+	for _, tt := range tests {
+		if got := tt.res.Rate(); got != tt.want {
+			t.Errorf("%+v.Rate() = %v, want %v", tt.res, got, tt.want)
+		}
+	}
 }
 
 func TestSender_brokerDownAndUpLosesNothing(t *testing.T) {
