@@ -27,6 +27,9 @@ func TestKafkaImage_withoutEnv(t *testing.T) {
 		t.Fatal("the compose file's kafka service has no healthcheck")
 	}
 	kafkaName := name(t, "kafka")
+	if err := ensureImage(pool, image); err != nil {
+		t.Fatal(err)
+	}
 
 	// dockertest's RunOptions has no healthcheck: create the container directly.
 	started := time.Now()
@@ -53,7 +56,7 @@ func TestKafkaImage_withoutEnv(t *testing.T) {
 		}
 	})
 	if err != nil {
-		t.Fatalf("create %s from %s: %v%s", kafkaName, image, err, imageHint(pool, image))
+		t.Fatalf("create %s from %s: %v", kafkaName, image, err)
 	}
 	if err := pool.Client.StartContainer(c.ID, nil); err != nil {
 		t.Fatalf("start %s: %v", kafkaName, err)

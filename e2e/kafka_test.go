@@ -39,32 +39,42 @@ type broker struct {
 // autoRemove is false for a broker that is stopped and started again.
 func startBroker(pool *dockertest.Pool, image, name string, autoRemove bool) (*broker, error) {
 	b := &broker{pool: pool, name: name}
-	port, err := freePort()
-	if err != nil {
-		return b, err
-	}
-	b.hostPort = port
-	b.bootstrap = "localhost:" + strconv.Itoa(port)
-	svc, err := loadComposeKafka(map[string]string{"KAFKA_HOST_PORT": strconv.Itoa(port)})
-	if err != nil {
-		return b, err
-	}
 	repo, tag := splitImage(image)
-	b.res, err = pool.RunWithOptions(&dockertest.RunOptions{
-		Name:       name,
-		Hostname:   "kafka", // the compose file's controller quorum names it so
-		Repository: repo,
-		Tag:        tag,
-		Env:        envList(svc.Env),
-		Labels:     runLabels(),
-		PortBindings: map[dc.Port][]dc.PortBinding{
-			"9092/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(port)}},
-		},
-	}, func(hc *dc.HostConfig) {
-		hc.AutoRemove = autoRemove
-		hc.PublishAllPorts = false // only what is bound above, on loopback
-	})
-	if err != nil {
+	// Another program may take the free port before Docker binds it.
+	for attempt := 1; ; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return b, err
+		}
+		b.hostPort = port
+		b.bootstrap = "localhost:" + strconv.Itoa(port)
+		svc, err := loadComposeKafka(map[string]string{"KAFKA_HOST_PORT": strconv.Itoa(port)})
+		if err != nil {
+			return b, err
+		}
+		b.res, err = pool.RunWithOptions(&dockertest.RunOptions{
+			Name:       name,
+			Hostname:   "kafka", // the compose file's controller quorum names it so
+			Repository: repo,
+			Tag:        tag,
+			Env:        envList(svc.Env),
+			Labels:     runLabels(),
+			PortBindings: map[dc.Port][]dc.PortBinding{
+				"9092/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(port)}},
+			},
+		}, func(hc *dc.HostConfig) {
+			hc.AutoRemove = autoRemove
+			hc.PublishAllPorts = false // only what is bound above, on loopback
+		})
+		if err == nil {
+			break
+		}
+		if attempt < 3 && (strings.Contains(err.Error(), "already allocated") || strings.Contains(err.Error(), "address already in use")) {
+			if err := removeContainerNamed(pool, name); err != nil {
+				return b, err
+			}
+			continue
+		}
 		return b, fmt.Errorf("start %s from %s: %w%s", name, image, err, imageHint(pool, image))
 	}
 	b.expire()
@@ -276,6 +286,19 @@ func splitImage(image string) (repo, tag string) {
 		return image, "latest"
 	}
 	return image[:i], image[i+1:]
+}
+
+// ensureImage pulls image unless it is on this machine, as RunWithOptions
+// does for the containers it creates.
+func ensureImage(pool *dockertest.Pool, image string) error {
+	if _, err := pool.Client.InspectImage(image); err == nil {
+		return nil
+	}
+	repo, tag := splitImage(image)
+	if err := pool.Client.PullImage(dc.PullImageOptions{Repository: repo, Tag: tag}, dc.AuthConfiguration{}); err != nil {
+		return fmt.Errorf("pull %s: %w%s", image, err, imageHint(pool, image))
+	}
+	return nil
 }
 
 // imageHint explains a missing image, the usual cause on a machine that

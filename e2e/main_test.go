@@ -53,6 +53,7 @@ var suite struct {
 	teardowns sync.Once
 }
 
+// TestMain connects to Docker, runs the tests, and removes what they created.
 func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
 
 // runSuite runs the tests and removes what they created, whatever their
