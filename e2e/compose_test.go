@@ -73,8 +73,10 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 	kafka := projectContainer(t, pool, project, "kafka")
 	producer := projectContainer(t, pool, project, "producer")
 	consumer := projectContainer(t, pool, project, "consumer")
-	if info, err := pool.Client.InspectContainer(kafka); err != nil || info.State.Health.Status != "healthy" {
-		t.Errorf("kafka service health %q (%v); the app services start only once it is healthy", info.State.Health.Status, err)
+	if info, err := pool.Client.InspectContainer(kafka); err != nil {
+		t.Errorf("inspect the kafka service: %v", err)
+	} else if info.State.Health.Status != "healthy" {
+		t.Errorf("kafka service health %q; the app services start only once it is healthy", info.State.Health.Status)
 	}
 
 	// The consumer receives what the producer sends, over kafka:19092.
@@ -95,8 +97,10 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 	if out, err := run(time.Minute, compose[0], append(up, "stop", "producer")...); err != nil {
 		t.Fatalf("compose stop producer: %v\n%s", err, out)
 	}
-	if info, err := pool.Client.InspectContainer(producer); err != nil || info.State.ExitCode != 0 {
-		t.Errorf("producer container exit code %d (%v); want 0", info.State.ExitCode, err)
+	if info, err := pool.Client.InspectContainer(producer); err != nil {
+		t.Errorf("inspect the producer service: %v", err)
+	} else if info.State.ExitCode != 0 {
+		t.Errorf("producer container exited with %d after SIGTERM; want 0", info.State.ExitCode)
 	}
 	bootstrap := "localhost:" + strconv.Itoa(port)
 	log := readTopic(t, bootstrap, "timestamp")
