@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -30,6 +31,22 @@ import (
 // dedupWindow is how many recent event ids are remembered to detect
 // duplicates: about 10 MiB, and hours of events at the tutorial's rate.
 const dedupWindow = 100_000
+
+// summary is the rate and the latency percentiles of the final line, for
+// what was measured.
+func summary(res receiver.Result) []any {
+	var a []any
+	if res.Elapsed > 0 {
+		a = append(a, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", math.Round(res.Rate()*10)/10)
+	}
+	if h := res.Latency; h != nil && h.Count() > 0 {
+		us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
+		a = append(a, "latency_events", h.Count(),
+			"latency_p50", us(h.Quantile(0.50)), "latency_p99", us(h.Quantile(0.99)),
+			"latency_p999", us(h.Quantile(0.999)), "latency_max", us(h.Max()), "latency_mean", us(h.Mean()))
+	}
+	return a
+}
 
 // startupTimeout bounds the wait for the cluster when the consumer starts.
 const startupTimeout = 30 * time.Second
@@ -63,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Group:       cfg.Group,
 		Count:       cfg.Count,
 		DedupWindow: dedupWindow,
+		Warmup:      cfg.Warmup,
+		LogEvents:   cfg.LogEvents,
 		Kafka:       props,
 	}, log)
 	if err != nil {
@@ -83,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	res, err := r.Run(ctx)
-	attrs := []any{"received", res.Received, "duplicates", res.Duplicates, "dead_lettered", res.DeadLettered}
+	attrs := append([]any{"received", res.Received, "duplicates", res.Duplicates, "dead_lettered", res.DeadLettered}, summary(res)...)
 	if err != nil {
 		log.Error("Consumer stopped", append(attrs, "err", err)...)
 		return 1

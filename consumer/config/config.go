@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config is the consumer's validated configuration.
@@ -21,8 +22,12 @@ type Config struct {
 	Group            string
 	DLQTopic         string
 	Count            int
-	LogFormat        string
-	LogLevel         slog.Level
+	// Warmup is left out of the latency summary: events received in the
+	// first Warmup after the first event.
+	Warmup    time.Duration
+	LogFormat string
+	LogLevel  slog.Level
+	LogEvents bool // a line per event ("Received: ...")
 	// Kafka holds librdkafka properties given with -X key=value.
 	Kafka map[string]string
 }
@@ -60,8 +65,10 @@ var settings = []setting{
 	{"group", "KAFKA_GROUP_ID", "timestamp-consumer", "consumer group; consumers of one group share the partitions"},
 	{"dlq-topic", "KAFKA_DLQ_TOPIC", "", "dead-letter topic for messages that cannot be decoded (default <topic>.dlq)"},
 	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped"},
+	{"warmup", "CONSUMER_WARMUP", "0s", "leave the events received in this first stretch (from the first event) out of the latency percentiles of the summary"},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"log-events", "LOG_EVENTS", "true", "print a line per event; false prints only the start, the summary and problems (for high rates)"},
 }
 
 // Parse reads args, falling back to getenv for each flag not given, and
@@ -128,10 +135,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	if cfg.Count, err = v.count("count"); err != nil {
 		return Config{}, err
 	}
+	if cfg.Warmup, err = v.duration("warmup"); err != nil {
+		return Config{}, err
+	}
 	if cfg.LogFormat, err = v.oneOf("log-format", "text", "json"); err != nil {
 		return Config{}, err
 	}
 	if cfg.LogLevel, err = v.level("log-level"); err != nil {
+		return Config{}, err
+	}
+	if cfg.LogEvents, err = v.boolean("log-events"); err != nil {
 		return Config{}, err
 	}
 	for k := range props {
@@ -201,6 +214,22 @@ func (v *values) count(name string) (int, error) {
 		return 0, v.fail(name, "want a whole number >= 0")
 	}
 	return n, nil
+}
+
+func (v *values) duration(name string) (time.Duration, error) {
+	d, err := time.ParseDuration(v.raw[name])
+	if err != nil || d < 0 {
+		return 0, v.fail(name, "want a duration such as 5s or 250ms, not negative")
+	}
+	return d, nil
+}
+
+func (v *values) boolean(name string) (bool, error) {
+	b, err := strconv.ParseBool(v.raw[name])
+	if err != nil {
+		return false, v.fail(name, "want true or false")
+	}
+	return b, nil
 }
 
 func (v *values) oneOf(name string, allowed ...string) (string, error) {

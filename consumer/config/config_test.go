@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -21,6 +22,7 @@ func TestParse(t *testing.T) {
 		DLQTopic:         "timestamp.dlq",
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
+		LogEvents:        true,
 	}
 	tests := []struct {
 		name string
@@ -43,6 +45,16 @@ func TestParse(t *testing.T) {
 			args: []string{"--group", "a", "--dlq-topic", "dead"},
 			env:  map[string]string{"KAFKA_GROUP_ID": "b", "KAFKA_DLQ_TOPIC": "other"},
 			want: func(c *Config) { c.Group, c.DLQTopic = "a", "dead" },
+		},
+		{
+			name: "latency warm-up",
+			args: []string{"--warmup", "5s"},
+			want: func(c *Config) { c.Warmup = 5 * time.Second },
+		},
+		{
+			name: "warm-up and no line per event from the environment",
+			env:  map[string]string{"CONSUMER_WARMUP": "1500ms", "LOG_EVENTS": "false"},
+			want: func(c *Config) { c.Warmup, c.LogEvents = 1500*time.Millisecond, false },
 		},
 		{
 			name: "librdkafka properties",
@@ -81,6 +93,9 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"illegal dead-letter topic", nil, map[string]string{"KAFKA_DLQ_TOPIC": "a b"}, "KAFKA_DLQ_TOPIC"},
 		{"dead-letter topic is the topic", []string{"--dlq-topic", "timestamp"}, nil, "--dlq-topic"},
 		{"negative count", nil, map[string]string{"CONSUMER_COUNT": "-5"}, "CONSUMER_COUNT"},
+		{"negative warm-up", []string{"--warmup", "-1s"}, nil, "--warmup"},
+		{"warm-up without unit", nil, map[string]string{"CONSUMER_WARMUP": "5"}, "CONSUMER_WARMUP"},
+		{"log events neither true nor false", []string{"--log-events", "quiet"}, nil, "--log-events"},
 		{"unknown log format", []string{"--log-format", "yaml"}, nil, "--log-format"},
 		{"offsets stored before handling", []string{"-X", "enable.auto.offset.store=true"}, nil, "-X enable.auto.offset.store"},
 		{"group through -X", []string{"-X", "group.id=x"}, nil, "-X group.id"},

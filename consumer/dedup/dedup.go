@@ -8,21 +8,22 @@
 package dedup
 
 // Window is a set of the last Capacity keys added, evicted oldest first.
-// It is not safe for concurrent use.
-type Window struct {
-	ring []string
+// Keys of a struct type (say, source and id) need no string built for
+// each event. It is not safe for concurrent use.
+type Window[K comparable] struct {
+	ring []K
 	next int
-	set  map[string]struct{}
+	set  map[K]struct{}
 }
 
 // New returns a window holding at most capacity keys (at least 1).
-func New(capacity int) *Window {
+func New[K comparable](capacity int) *Window[K] {
 	capacity = max(capacity, 1)
-	return &Window{ring: make([]string, 0, capacity), set: make(map[string]struct{}, capacity)}
+	return &Window[K]{ring: make([]K, 0, capacity), set: make(map[K]struct{}, capacity)}
 }
 
 // Seen adds key and reports whether it was already in the window.
-func (w *Window) Seen(key string) bool {
+func (w *Window[K]) Seen(key K) bool {
 	if _, ok := w.set[key]; ok {
 		return true
 	}
@@ -38,4 +39,4 @@ func (w *Window) Seen(key string) bool {
 }
 
 // Len is the number of keys in the window.
-func (w *Window) Len() int { return len(w.set) }
+func (w *Window[K]) Len() int { return len(w.set) }

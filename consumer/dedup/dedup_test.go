@@ -20,7 +20,7 @@ func TestWindow(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := New(tt.capacity)
+			w := New[string](tt.capacity)
 			for i, k := range tt.keys {
 				if got := w.Seen(k); got != tt.want[i] {
 					t.Fatalf("Seen(%q) #%d = %v, want %v", k, i, got, tt.want[i])
@@ -31,11 +31,29 @@ func TestWindow(t *testing.T) {
 }
 
 func TestWindow_memoryIsBounded(t *testing.T) {
-	w := New(100)
+	w := New[string](100)
 	for i := range 10_000 {
 		w.Seen(strconv.Itoa(i))
 	}
 	if w.Len() != 100 {
 		t.Fatalf("window holds %d keys, want 100", w.Len())
+	}
+}
+
+func TestWindow_structKeys(t *testing.T) {
+	type key struct{ source, id string }
+	w := New[key](10)
+	for i, tc := range []struct {
+		k    key
+		want bool
+	}{
+		{key{"/p/1", "a"}, false},
+		{key{"/p/1", "a"}, true},
+		{key{"/p/2", "a"}, false}, // the same id from another source is another event
+		{key{"/p/1a", ""}, false}, // no field bleeds into the other
+	} {
+		if got := w.Seen(tc.k); got != tc.want {
+			t.Errorf("#%d Seen(%+v) = %v, want %v", i, tc.k, got, tc.want)
+		}
 	}
 }

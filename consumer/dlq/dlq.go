@@ -46,6 +46,12 @@ func New(topic string, props kafka.ConfigMap, log *slog.Logger) (*Writer, error)
 	cm["enable.idempotence"] = true
 	cm["go.delivery.report.fields"] = "none"
 	cm["allow.auto.create.topics"] = false
+	// Reports go to each write's own channel and ProduceChannel is never
+	// used, so the client's default buffers of a million entries each (24
+	// MiB of pointers, which the garbage collector scans on every cycle of
+	// the consumer) would only slow the consumer down.
+	cm["go.events.channel.size"] = 1000
+	cm["go.produce.channel.size"] = 1
 	// A single attempt gives up after this long; Write then tries again,
 	// saying so, instead of waiting in silence for librdkafka's 5 minutes.
 	if _, ok := cm["message.timeout.ms"]; !ok {

@@ -83,6 +83,9 @@ func newReceiver(t *testing.T, mc *kafka.MockCluster, format string, out *syncBu
 		opts.Group = "test-group"
 	}
 	opts.DedupWindow = 1000
+	if opts.Group != quietGroup {
+		opts.LogEvents = true
+	}
 	opts.Kafka = kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}
 	for k, v := range props {
 		opts.Kafka[k] = v
@@ -93,6 +96,10 @@ func newReceiver(t *testing.T, mc *kafka.MockCluster, format string, out *syncBu
 	}
 	return r
 }
+
+// quietGroup is the group of tests that run without a line per event;
+// newReceiver turns LogEvents on for every other group.
+const quietGroup = "quiet-group"
 
 // goodEvent is event seq as our producer sends it.
 func goodEvent(seq int) *kafka.Message {
@@ -168,6 +175,60 @@ func runUntil(t *testing.T, r *Receiver, timeout time.Duration, cond func() bool
 	return rt.res
 }
 
+func TestReceiver_summarisesRateAndLatencyAfterWarmup(t *testing.T) {
+	mc := mockCluster(t)
+	const n = 20
+	sent := time.Date(2026, 11, 25, 15, 4, 5, 0, time.UTC)
+	msgs := make([]*kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = goodEvent(i + 1)
+		for j, h := range msgs[i].Headers {
+			if h.Key == event.HeaderTime {
+				msgs[i].Headers[j].Value = []byte(sent.Format(time.RFC3339Nano))
+			}
+		}
+	}
+	produce(t, mc.BootstrapServers(), msgs...)
+	var out syncBuffer
+	r := newReceiver(t, mc, logging.Text, &out, Options{Count: n, Group: quietGroup, Warmup: 5 * time.Millisecond}, nil)
+	// Event k (from 1) arrives k ms after it was sent.
+	calls := 0
+	r.now = func() time.Time { calls++; return sent.Add(time.Duration(calls) * time.Millisecond) }
+	res, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Received != n || res.Elapsed != (n-1)*time.Millisecond || res.Rate() != 1000 {
+		t.Errorf("received %d in %s at %.1f/s, want %d in %s at 1000/s", res.Received, res.Elapsed, res.Rate(), n, (n-1)*time.Millisecond)
+	}
+	// The first 5 ms (events 1 to 5) are warm-up: 6 to 20 ms remain.
+	h := res.Latency
+	p50 := h.Quantile(0.5)
+	if h.Count() != 15 || p50 < 13*time.Millisecond || p50 > 13*time.Millisecond*129/128 || h.Max() != 20*time.Millisecond || h.Mean() != 13*time.Millisecond {
+		t.Errorf("latency count %d p50 %s max %s mean %s, want 15, 13ms (+0.8%%), 20ms, 13ms", h.Count(), p50, h.Max(), h.Mean())
+	}
+	if strings.Contains(out.String(), "Received: ") {
+		t.Errorf("LogEvents is off, but events were logged:\n%s", out.String())
+	}
+}
+
+func TestResult_rate(t *testing.T) {
+	tests := []struct {
+		res  Result
+		want float64
+	}{
+		{Result{}, 0},
+		{Result{Received: 1, Elapsed: time.Second}, 0},
+		{Result{Received: 2}, 0},
+		{Result{Received: 11, Elapsed: time.Second}, 10},
+	}
+	for _, tt := range tests {
+		if got := tt.res.Rate(); got != tt.want {
+			t.Errorf("%+v.Rate() = %v, want %v", tt.res, got, tt.want)
+		}
+	}
+}
+
 func TestReceiver_receivesEveryEventOnceInOrder(t *testing.T) {
 	mc := mockCluster(t)
 	const n = 30
@@ -183,8 +244,8 @@ func TestReceiver_receivesEveryEventOnceInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if res != (Result{Received: n}) {
-		t.Fatalf("result %+v, want %d received, no duplicates", res, n)
+	if res.Received != n || res.Duplicates != 0 || res.DeadLettered != 0 || res.Latency.Count() != n {
+		t.Fatalf("result %+v, want %d received with a latency each, no duplicates", res, n)
 	}
 	line := regexp.MustCompile(`^Received: \d\d:\d\d:\d\d latency=\S+ seq=(\d+) partition=0 offset=(\d+)$`)
 	var seqs []int
