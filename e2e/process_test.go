@@ -236,12 +236,25 @@ func (s *service) stop(timeout time.Duration) {
 	}
 }
 
-// dump logs the last n lines of output.
+// dump logs what the process said besides its event lines (starts, stops,
+// rebalances, warnings; at most 100 lines), then its last n lines.
 func (s *service) dump(n int) {
 	s.mu.Lock()
-	out := s.output[max(0, len(s.output)-n):]
+	out := s.output
 	s.mu.Unlock()
-	s.t.Logf("last %d lines of %s:\n  %s", len(out), s.name, strings.Join(out, "\n  "))
+	var other []string
+	for _, line := range out[:max(0, len(out)-n)] {
+		if !strings.Contains(line, `"msg":"`+msgSending) && !strings.Contains(line, `"msg":"`+msgDelivered) &&
+			!strings.Contains(line, `"msg":"`+msgReceived) {
+			other = append(other, line)
+		}
+	}
+	if len(other) > 100 {
+		other = append(other[:50], append([]string{"..."}, other[len(other)-50:]...)...)
+	}
+	last := out[max(0, len(out)-n):]
+	s.t.Logf("%s, %d lines of output; besides events:\n  %s\nlast %d lines:\n  %s", s.name, len(out),
+		strings.Join(other, "\n  "), len(last), strings.Join(last, "\n  "))
 }
 
 // lineWriter calls line with each complete line written to it.

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -198,4 +200,37 @@ func newID() string {
 	u[8] = u[8]&0x3f | 0x80
 	h := hex.EncodeToString(u[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// newAdmin returns an admin client, closed when the test ends.
+func newAdmin(t *testing.T, bootstrap string) *kafka.AdminClient {
+	t.Helper()
+	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "log_level": 0})
+	if err != nil {
+		t.Fatalf("admin client: %v", err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+// committedOffset returns the offset group committed for partition 0 of
+// topic: the next one it will read; negative when it committed none.
+func committedOffset(a *kafka.AdminClient, group, topic string) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
+		Group:      group,
+		Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
+	}})
+	if err != nil {
+		return 0, err
+	}
+	if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != 1 {
+		return 0, fmt.Errorf("committed offsets of %s: unexpected answer %v", group, res)
+	}
+	tp := res.ConsumerGroupsTopicPartitions[0].Partitions[0]
+	if tp.Error != nil {
+		return 0, tp.Error
+	}
+	return int64(tp.Offset), nil
 }
