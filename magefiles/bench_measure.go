@@ -455,29 +455,38 @@ func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, d
 	if err != nil {
 		return nil, err
 	}
+	type result struct {
+		res childResult
+		err error
+	}
+	consDone := make(chan result, 1)
+	go func() {
+		res, err := cons.wait()
+		consDone <- result{res, err}
+	}()
 	select {
 	case <-assigned:
+	case r := <-consDone:
+		return nil, fmt.Errorf("our consumer stopped before it got its partition: %w", r.err)
 	case <-time.After(time.Minute):
 		_ = cons.cmd.Cancel()
-		_, err := cons.wait()
-		return nil, fmt.Errorf("our consumer got no partition within a minute: %v", err)
+		r := <-consDone
+		return nil, fmt.Errorf("our consumer got no partition within a minute: %v", r.err)
 	case <-ctx.Done():
-		_, _ = cons.wait()
+		<-consDone
 		return nil, ctx.Err()
 	}
 	args := []string{"--bootstrap-servers", b.bootstrap, "--topic", topic, "--interval", interval.String(),
 		"--count", strconv.Itoa(n), "--value-size", strconv.Itoa(b.plan.latencyValueSize), "--log-events=false", "--log-format", "json"}
 	pres, perr := runChild(ctx, child{name: b.producer, args: append(args, props("-X", p.props)...)})
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second): // the producer is done: what has not arrived by now will not
-			_ = cons.cmd.Cancel()
-		}
-	}()
-	cres, cerr := cons.wait()
-	close(done)
+	var cr result
+	select {
+	case cr = <-consDone:
+	case <-time.After(30 * time.Second): // the producer is done: what has not arrived by now will not
+		_ = cons.cmd.Cancel()
+		cr = <-consDone
+	}
+	cres, cerr := cr.res, cr.err
 	if perr != nil {
 		return nil, perr
 	}
