@@ -62,6 +62,7 @@ func (f *figures) add(key string, value any) {
 	f.extra = append(f.extra, fmt.Sprintf("%s=%v", key, value))
 }
 
+// problem records what is wrong, one line.
 func (f *figures) problem(format string, args ...any) {
 	f.problems = append(f.problems, fmt.Sprintf(format, args...))
 }
@@ -446,6 +447,7 @@ func TestCheck_findsEachViolation(t *testing.T) {
 	}
 }
 
+// ptr returns a pointer to a copy of v.
 func ptr[T any](v T) *T { return &v }
 
 // kafkaHeaders builds headers from key, value pairs.

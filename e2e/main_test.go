@@ -242,6 +242,7 @@ func goCommand() string {
 	return "go"
 }
 
+// fileExists tells whether path exists.
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil

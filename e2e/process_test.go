@@ -105,6 +105,7 @@ func startService(t *testing.T, bin, name string, args ...string) *service {
 	return s
 }
 
+// stdoutLine keeps a line of stdout and decodes it when it is a JSON log line.
 func (s *service) stdoutLine(b []byte) {
 	s.addOutput(string(b))
 	if len(b) == 0 || b[0] != '{' {
@@ -120,6 +121,7 @@ func (s *service) stdoutLine(b []byte) {
 	s.mu.Unlock()
 }
 
+// addOutput keeps a line of output for failure reports.
 func (s *service) addOutput(line string) {
 	s.mu.Lock()
 	s.output = append(s.output, line)
@@ -166,6 +168,7 @@ func (s *service) last(prefix string) (logLine, bool) {
 	return logLine{}, false
 }
 
+// running tells whether the process has not exited yet.
 func (s *service) running() bool {
 	select {
 	case <-s.exited:
@@ -263,6 +266,7 @@ type lineWriter struct {
 	line func([]byte)
 }
 
+// Write splits p into lines, keeping an incomplete last line for the next call.
 func (w *lineWriter) Write(p []byte) (int, error) {
 	w.buf = append(w.buf, p...)
 	for {

@@ -23,6 +23,7 @@ type settings struct {
 	consumerImage string
 }
 
+// loadSettings reads the image names the suite runs.
 func loadSettings() (settings, error) {
 	dotEnv, err := readDotEnv(filepath.Join(repoRoot, ".env"))
 	if err != nil {
