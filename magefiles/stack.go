@@ -24,6 +24,12 @@ func Down() error {
 	if err != nil {
 		return err
 	}
+	// rm -v first: the Kafka image declares volumes of its own (secrets,
+	// mounted config) that compose creates without the project's label;
+	// left behind, no later clean could tell them from anyone else's.
+	if err := s.compose("--profile", "app", "rm", "--stop", "--force", "-v"); err != nil {
+		return err
+	}
 	return s.compose("--profile", "app", "down", "--remove-orphans")
 }
 
