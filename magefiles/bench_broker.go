@@ -398,3 +398,44 @@ func (b *bench) printSetup() {
 	}
 	fmt.Printf("Load average before: %s\n", s.loadBefore)
 }
+
+// gcPauseRe reads a pause from the broker JVM's GC log (unified logging,
+// as kafka-server-start.sh sets it up):
+// [2026-11-25T18:22:06.318+0000][gc          ] GC(19) Pause Young (Normal) (G1 Evacuation Pause) 218M->171M(1024M) 28.426ms
+var gcPauseRe = regexp.MustCompile(`(?m)^\[(\d{4}-\d\d-\d\dT[0-9:.]+[+-]\d{4})\]\[gc\s*\] GC\(\d+\) Pause .* ([0-9.]+)ms$`)
+
+// gcPause is one stop-the-world pause of the broker's JVM.
+type gcPause struct {
+	at time.Time
+	d  time.Duration
+}
+
+// parseGCPauses returns the pauses of a GC log, in order.
+func parseGCPauses(log string) []gcPause {
+	var out []gcPause
+	for _, m := range gcPauseRe.FindAllStringSubmatch(log, -1) {
+		at, err := time.Parse("2006-01-02T15:04:05.000-0700", m[1])
+		ms, perr := strconv.ParseFloat(m[2], 64)
+		if err != nil || perr != nil {
+			continue
+		}
+		out = append(out, gcPause{at: at, d: time.Duration(ms * float64(time.Millisecond))})
+	}
+	return out
+}
+
+// brokerGC counts the broker's GC pauses that started between from and to,
+// and finds the longest; ok is false when the image keeps no GC log there.
+func (b *bench) brokerGC(ctx context.Context, from, to time.Time) (count int, longest time.Duration, ok bool) {
+	out, err := exec.CommandContext(ctx, "docker", "exec", b.container, "cat", "/opt/kafka/logs/kafkaServer-gc.log").Output()
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, p := range parseGCPauses(string(out)) {
+		if !p.at.Before(from) && !p.at.After(to) {
+			count++
+			longest = max(longest, p.d)
+		}
+	}
+	return count, longest, true
+}

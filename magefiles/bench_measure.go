@@ -23,6 +23,8 @@ const (
 	mMax   = "max ms"
 	mMean  = "mean ms"
 	mCount = "events measured"
+	mGCs   = "broker GC pauses"
+	mGCMax = "longest broker GC pause ms"
 )
 
 // Tool names, as the report shows them.
@@ -89,7 +91,7 @@ func (b *bench) rounds(ctx context.Context, c *cell, title string, cs []contende
 // brief is a sample in a few words, for the progress lines.
 func (s sample) brief() string {
 	var parts []string
-	for _, k := range []string{mMsgs, mCPU, mRate, mP50, mP99, mP999, mMean} {
+	for _, k := range []string{mMsgs, mCPU, mRate, mP50, mP99, mP999, mMean, mGCs, mGCMax} {
 		if v, ok := s[k]; ok {
 			parts = append(parts, fmt.Sprintf("%s %s", formatMetric(k, v), k))
 		}
@@ -365,8 +367,8 @@ func (b *bench) consumerThroughput(ctx context.Context) ([]*cell, error) {
 			}},
 			{tKcatC, func(ctx context.Context, round int) (sample, error) {
 				var clock streamClock
-				res, err := runChild(ctx, child{name: "kcat", args: []string{"-C", "-b", b.bootstrap, "-t", topic,
-					"-o", "beginning", "-e", "-f", `%o\n`}, onChunk: clock.chunk, onLine: clock.line})
+				args := []string{"-C", "-b", b.bootstrap, "-t", topic, "-o", "beginning", "-e", "-f", `%o\n`}
+				res, err := runChild(ctx, child{name: "kcat", args: args, onChunk: clock.chunk, onLine: clock.line})
 				if err != nil {
 					return nil, err
 				}
@@ -478,6 +480,7 @@ func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, d
 	}
 	args := []string{"--bootstrap-servers", b.bootstrap, "--topic", topic, "--interval", interval.String(),
 		"--count", strconv.Itoa(n), "--value-size", strconv.Itoa(b.plan.latencyValueSize), "--log-events=false", "--log-format", "json"}
+	from := time.Now()
 	pres, perr := runChild(ctx, child{name: b.producer, args: append(args, props("-X", p.props)...)})
 	var cr result
 	select {
@@ -516,7 +519,16 @@ func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, d
 		s[k] = ns / 1e6
 	}
 	s[mCount], _ = number(cl, "latency_events")
+	b.addBrokerGC(ctx, s, from.Add(drop), time.Now())
 	return s, nil
+}
+
+// addBrokerGC adds to s the broker's GC pauses between from and to, when
+// its image keeps a GC log: each one stops every request in the broker.
+func (b *bench) addBrokerGC(ctx context.Context, s sample, from, to time.Time) {
+	if n, longest, ok := b.brokerGC(ctx, from, to); ok {
+		s[mGCs], s[mGCMax] = float64(n), float64(longest)/float64(time.Millisecond)
+	}
 }
 
 // oneAtATime compares our services sending one event at a time (each alone
@@ -536,6 +548,7 @@ func (b *bench) oneAtATime(ctx context.Context) (*cell, error) {
 				return nil, err
 			}
 			defer b.deleteTopics(ctx, topic)
+			from := time.Now()
 			res, err := runChild(ctx, child{name: filepath.Join(b.kafkaBin, "kafka-e2e-latency.sh"),
 				args: []string{b.bootstrap, topic, strconv.Itoa(n), "all", strconv.Itoa(b.plan.latencyValueSize)}})
 			if err != nil {
@@ -545,7 +558,9 @@ func (b *bench) oneAtATime(ctx context.Context) (*cell, error) {
 			if err != nil {
 				return nil, err
 			}
-			return sample{mMean: avg, mP50: p50, mP99: p99, mP999: p999, mCount: float64(n)}, nil
+			s := sample{mMean: avg, mP50: p50, mP99: p99, mP999: p999, mCount: float64(n)}
+			b.addBrokerGC(ctx, s, from, time.Now())
+			return s, nil
 		}},
 	})
 	return c, err

@@ -59,7 +59,7 @@ func (c *cell) figure(tool, metric string) (spread, bool) {
 // formatMetric writes a value the way its metric reads best.
 func formatMetric(metric string, v float64) string {
 	switch metric {
-	case mMsgs, mOwn, mRate, mCount:
+	case mMsgs, mOwn, mRate, mCount, mGCs:
 		return thousands(int64(math.Round(v)))
 	case mCPU:
 		return strconv.FormatFloat(v, 'f', 2, 64)
@@ -209,27 +209,36 @@ func (r *report) write(w io.Writer) {
 	var rows [][]string
 	for _, c := range r.latency {
 		row := []string{thousands(int64(c.rate)) + "/s", c.profile}
-		for _, m := range []string{mRate, mP50, mP99, mP999, mMax, mMean, mCount} {
+		for _, m := range latencyMetrics() {
 			sp, ok := c.figure(tOurs, m)
 			row = append(row, formatSpread(m, sp, ok))
 		}
 		rows = append(rows, row)
 	}
-	table(w, []string{"rate", "profile", mRate, mP50, mP99, mP999, mMax, mMean, mCount}, rows)
+	table(w, append([]string{"rate", "profile"}, latencyMetrics()...), rows)
 
 	fmt.Fprintf(w, "## One event at a time\n\n")
 	fmt.Fprintf(w, "Ours: %d events %s apart, linger.ms=0, nothing left out. EndToEndLatency: %d messages, each sent, acknowledged and polled back before the next; it truncates its percentiles to whole milliseconds.\n\n",
 		r.plan.singleEvents, r.plan.singleInterval, r.plan.singleEvents)
 	rows = nil
-	for _, m := range []string{mMean, mP50, mP99, mP999} {
+	for _, m := range []string{mMean, mP50, mP99, mP999, mGCs, mGCMax} {
 		ours, ok := r.oneAtATime.figure(tOurs, m)
 		base, bok := r.oneAtATime.figure(tEndToEnd, m)
-		rows = append(rows, []string{m, formatSpread(m, ours, ok), formatSpread(m, base, bok), formatRatio(ratio(ours, base, ok, bok))})
+		rt := formatRatio(ratio(ours, base, ok, bok))
+		if m == mGCs || m == mGCMax {
+			rt = "" // the broker's, not the clients'
+		}
+		rows = append(rows, []string{m, formatSpread(m, ours, ok), formatSpread(m, base, bok), rt})
 	}
 	table(w, []string{"metric", tOurs, tEndToEnd, "ours ÷ " + tEndToEnd}, rows)
 
 	fmt.Fprintf(w, "## Goals\n\n")
 	table(w, []string{"goal", "measured (median)", "result"}, r.goals())
+}
+
+// latencyMetrics are the columns of the steady latency table.
+func latencyMetrics() []string {
+	return []string{mRate, mP50, mP99, mP999, mMax, mMean, mCount, mGCs, mGCMax}
 }
 
 func messagesPerSize(m map[int]int) string {

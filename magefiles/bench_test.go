@@ -240,3 +240,22 @@ func TestFind(t *testing.T) {
 		t.Error("a missing cell has a figure")
 	}
 }
+
+func TestParseGCPauses(t *testing.T) {
+	log := `[2026-11-25T18:21:35.326+0000][gc,start    ] GC(13) Pause Young (Normal) (G1 Evacuation Pause)
+[2026-11-25T18:21:35.379+0000][gc,heap     ] GC(13) Humongous regions: 144->144
+[2026-11-25T18:21:35.379+0000][gc          ] GC(13) Pause Young (Normal) (G1 Evacuation Pause) 216M->169M(1024M) 53.160ms
+[2026-11-25T18:21:35.379+0000][gc,cpu      ] GC(13) User=0.02s Sys=0.00s Real=0.05s
+[2026-11-25T20:21:36.914+0200][gc          ] GC(14) Pause Remark 216M->169M(1024M) 1.5ms
+`
+	got := parseGCPauses(log)
+	if len(got) != 2 {
+		t.Fatalf("%d pauses, want 2: %+v", len(got), got)
+	}
+	if got[0].d != 53160*time.Microsecond || !got[0].at.Equal(time.Date(2026, 11, 25, 18, 21, 35, 379e6, time.UTC)) {
+		t.Errorf("first pause %+v", got[0])
+	}
+	if got[1].d != 1500*time.Microsecond || !got[1].at.Equal(time.Date(2026, 11, 25, 18, 21, 36, 914e6, time.UTC)) {
+		t.Errorf("second pause %+v (its zone is +0200)", got[1])
+	}
+}
