@@ -189,9 +189,26 @@ func (r *Receiver) consume(ctx context.Context) error {
 				return fmt.Errorf("fatal consumer error: %w", e)
 			}
 			r.log.Warn("Kafka client error, retrying", "err", e)
+		case kafka.OffsetsCommitted:
+			r.committed(e)
 		}
 	}
 	return nil
+}
+
+// committed reports a background commit that failed: until a later one
+// succeeds, a restart would deliver the events since the last commit again.
+func (r *Receiver) committed(e kafka.OffsetsCommitted) {
+	var kerr kafka.Error
+	if e.Error != nil && !(errors.As(e.Error, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
+		r.log.Warn("Commit failed; events handled since the last commit will be delivered again", "err", e.Error)
+		return
+	}
+	for _, tp := range e.Offsets {
+		if tp.Error != nil {
+			r.log.Warn("Commit failed for a partition", "partition", tp.Partition, "offset", int64(tp.Offset), "err", tp.Error)
+		}
+	}
 }
 
 // handle decodes and handles one message, or dead-letters it, and only then
@@ -250,7 +267,10 @@ func (r *Receiver) receive(ev event.Event, m *kafka.Message) {
 	if dup {
 		attrs = append(attrs, "duplicate", true)
 	}
-	attrs = append(attrs, "id", ev.ID, "partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
+	if ev.ID != "" {
+		attrs = append(attrs, "id", ev.ID)
+	}
+	attrs = append(attrs, "partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
 	r.log.Info("Received: "+ev.Timestamp, attrs...)
 }
 

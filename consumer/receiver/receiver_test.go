@@ -454,3 +454,30 @@ func header(m *kafka.Message, key string) string {
 	}
 	return ""
 }
+
+func TestReceiver_reportsFailedCommits(t *testing.T) {
+	tp := topic
+	tests := []struct {
+		name string
+		ev   kafka.OffsetsCommitted
+		want string // "" when nothing may be logged
+	}{
+		{"success", kafka.OffsetsCommitted{Offsets: []kafka.TopicPartition{{Topic: &tp, Offset: 5}}}, ""},
+		{"nothing stored yet", kafka.OffsetsCommitted{Error: kafka.NewError(kafka.ErrNoOffset, "no offset", false)}, ""},
+		{"request failed", kafka.OffsetsCommitted{Error: kafka.NewError(kafka.ErrRequestTimedOut, "timed out", false)},
+			"WARN Commit failed; events handled since the last commit will be delivered again"},
+		{"partition failed", kafka.OffsetsCommitted{Offsets: []kafka.TopicPartition{
+			{Topic: &tp, Offset: 5, Error: kafka.NewError(kafka.ErrNotCoordinator, "not coordinator", false)}}},
+			"WARN Commit failed for a partition partition=0 offset=5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out syncBuffer
+			r := &Receiver{log: logging.New(&out, logging.Text, slog.LevelInfo)}
+			r.committed(tt.ev)
+			if got := out.String(); tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
+				t.Errorf("logged %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
