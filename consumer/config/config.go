@@ -90,8 +90,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
-			return Config{}, ErrHelp
+			return Config{}, ErrHelp // the flag package printed the usage
 		}
 		return Config{}, &Error{Setting: "flags", Value: strings.Join(args, " "), Allowed: err.Error() + " (see --help)"}
 	}

@@ -120,6 +120,9 @@ func TestParse_help(t *testing.T) {
 	if _, err := Parse([]string{"-h"}, env(nil), &out); !errors.Is(err, ErrHelp) {
 		t.Fatalf("err %v, want ErrHelp", err)
 	}
+	if n := strings.Count(out.String(), "Usage: "); n != 1 {
+		t.Errorf("usage printed %d times, want once", n)
+	}
 	for _, s := range settings {
 		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
 			t.Errorf("help does not document --%s and %s", s.flag, s.env)

@@ -147,6 +147,9 @@ func TestParse_help(t *testing.T) {
 	if !errors.Is(err, ErrHelp) {
 		t.Fatalf("err %v, want ErrHelp", err)
 	}
+	if n := strings.Count(out.String(), "Usage: "); n != 1 {
+		t.Errorf("usage printed %d times, want once", n)
+	}
 	for _, s := range settings {
 		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
 			t.Errorf("help does not document --%s and %s:\n%s", s.flag, s.env, out.String())
