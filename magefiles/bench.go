@@ -41,7 +41,6 @@ func Bench(ctx context.Context) error {
 
 	var r report
 	r.plan = plan
-	r.setup = b.setup
 	if r.producer, err = b.producerThroughput(ctx); err != nil {
 		return err
 	}
@@ -54,6 +53,8 @@ func Bench(ctx context.Context) error {
 	if r.oneAtATime, err = b.oneAtATime(ctx); err != nil {
 		return err
 	}
+	// The setup gathers figures while the rounds run (the JVM's start-up).
+	r.setup = b.setup
 	r.setup.loadAfter = loadAverage()
 	r.took = time.Since(started).Round(time.Second)
 

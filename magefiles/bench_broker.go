@@ -40,6 +40,7 @@ type setup struct {
 	image, kafka, librdkafka, kcat, java, goVersion string
 	network                                         string
 	jvmStart                                        string // what one record costs kafka-producer-perf-test
+	oursStart, kcatStart                            string // what one event costs our producer and kcat -P
 	machine                                         []string
 	loadBefore, loadAfter                           string
 }

@@ -126,7 +126,7 @@ func (b *bench) producerThroughput(ctx context.Context) ([]*cell, error) {
 	fmt.Println("\nProducer throughput")
 	var cells []*cell
 	now := time.Now()
-	if err := b.jvmStartCost(ctx, now); err != nil {
+	if err := b.oneRecordCost(ctx, now); err != nil {
 		return nil, err
 	}
 	for _, size := range b.plan.sizes {
@@ -222,27 +222,42 @@ func (b *bench) producerThroughput(ctx context.Context) ([]*cell, error) {
 	return cells, nil
 }
 
-// jvmStartCost measures what one record costs kafka-producer-perf-test:
-// the JVM's start, class loading and compilation, which its CPU per message
-// includes once per round.
-func (b *bench) jvmStartCost(ctx context.Context, at time.Time) error {
-	topic := b.topic("jvm")
+// oneRecordCost measures what one record costs each producer: for
+// kafka-producer-perf-test the JVM's start, class loading and compilation,
+// which its CPU per message includes once per round; for ours and kcat the
+// start-up and shutdown that their exec-to-exit rates include.
+func (b *bench) oneRecordCost(ctx context.Context, at time.Time) error {
+	topic := b.topic("one")
 	if err := b.createTopic(ctx, topic); err != nil {
 		return err
 	}
 	defer b.deleteTopics(ctx, topic)
-	one, _, err := payloadFiles(100, 1, at)
+	one, lines, err := payloadFiles(100, 1, at)
 	if err != nil {
 		return err
 	}
-	res, err := runChild(ctx, child{name: filepath.Join(b.kafkaBin, "kafka-producer-perf-test.sh"), args: []string{
+	cost := func(c child) (string, error) {
+		res, err := runChild(ctx, c)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%d CPU-ms in %s", res.cpu.Milliseconds(), res.wall.Round(10*time.Millisecond)), nil
+	}
+	if b.setup.jvmStart, err = cost(child{name: filepath.Join(b.kafkaBin, "kafka-producer-perf-test.sh"), args: []string{
 		"--bootstrap-server", b.bootstrap, "--topic", topic, "--num-records", "1", "--throughput", "-1", "--payload-file", one,
-		"--command-property", "acks=all"}})
-	if err != nil {
+		"--command-property", "acks=all"}}); err != nil {
 		return err
 	}
-	b.setup.jvmStart = fmt.Sprintf("%d CPU-ms in %s", res.cpu.Milliseconds(), res.wall.Round(10*time.Millisecond))
-	fmt.Printf("  kafka-producer-perf-test with 1 record (JVM start-up): %s\n", b.setup.jvmStart)
+	if b.setup.oursStart, err = cost(child{name: b.producer, args: []string{"--bootstrap-servers", b.bootstrap, "--topic", topic,
+		"--interval", "0", "--count", "1", "--value-size", "100", "--log-events=false"}}); err != nil {
+		return err
+	}
+	if b.setup.kcatStart, err = cost(child{name: "kcat", args: append([]string{"-P", "-b", b.bootstrap, "-t", topic},
+		append(props("-X", guaranteeProps()), "-l", lines)...)}); err != nil {
+		return err
+	}
+	fmt.Printf("  one record: kafka-producer-perf-test %s (JVM start-up), ours %s, kcat -P %s\n",
+		b.setup.jvmStart, b.setup.oursStart, b.setup.kcatStart)
 	return nil
 }
 
