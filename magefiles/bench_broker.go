@@ -314,8 +314,7 @@ func (b *bench) ourLibrdkafka(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer b.deleteTopics(ctx, topic)
-	res, err := runChild(ctx, child{name: b.producer, args: []string{"--bootstrap-servers", b.bootstrap, "--topic", topic,
-		"--count", "1", "--interval", "0", "--log-format", "json"}})
+	res, err := runChild(ctx, b.ourProducer(topic, 0, 1, 0, profile{}))
 	if err != nil {
 		return "", err
 	}

@@ -154,15 +154,9 @@ func (b *bench) producerThroughput(ctx context.Context) ([]*cell, error) {
 					return s, b.checkProduced(ctx, topic, n, size)
 				}
 			}
-			kcatArgs := func(topic string) []string {
-				args := append([]string{"-P", "-b", b.bootstrap, "-t", topic}, props("-X", guaranteeProps())...)
-				return append(args, props("-X", p.props)...)
-			}
 			err := b.rounds(ctx, c, title, []contender{
 				{tOurs, run("ours", func(ctx context.Context, topic string) (sample, error) {
-					args := []string{"--bootstrap-servers", b.bootstrap, "--topic", topic, "--interval", "0",
-						"--count", strconv.Itoa(n), "--value-size", strconv.Itoa(size), "--log-events=false", "--log-format", "json"}
-					res, err := runChild(ctx, child{name: b.producer, args: append(args, props("-X", p.props)...)})
+					res, err := runChild(ctx, b.ourProducer(topic, 0, n, size, p))
 					if err != nil {
 						return nil, err
 					}
@@ -198,15 +192,15 @@ func (b *bench) producerThroughput(ctx context.Context) ([]*cell, error) {
 					return s, nil
 				})},
 				{tKcatP, run("kcat", func(ctx context.Context, topic string) (sample, error) {
-					res, err := runChild(ctx, child{name: "kcat", args: append(kcatArgs(topic), "-l", lines)})
+					res, err := runChild(ctx, b.kcatProducer(topic, p, "-l", lines))
 					if err != nil {
 						return nil, err
 					}
 					return throughput(n, size, res.wall, res.cpu), nil
 				})},
 				{tKcatPHeaders, run("kcath", func(ctx context.Context, topic string) (sample, error) {
-					args := append(kcatArgs(topic), props("-H", b.sampleHeaders(now, n))...)
-					res, err := runChild(ctx, child{name: "kcat", args: append(args, "-l", lines)})
+					headers := props("-H", b.sampleHeaders(now, n))
+					res, err := runChild(ctx, b.kcatProducer(topic, p, append(headers, "-l", lines)...))
 					if err != nil {
 						return nil, err
 					}
@@ -248,17 +242,31 @@ func (b *bench) oneRecordCost(ctx context.Context, at time.Time) error {
 		"--command-property", "acks=all"}}); err != nil {
 		return err
 	}
-	if b.setup.oursStart, err = cost(child{name: b.producer, args: []string{"--bootstrap-servers", b.bootstrap, "--topic", topic,
-		"--interval", "0", "--count", "1", "--value-size", "100", "--log-events=false"}}); err != nil {
+	if b.setup.oursStart, err = cost(b.ourProducer(topic, 0, 1, 100, profile{})); err != nil {
 		return err
 	}
-	if b.setup.kcatStart, err = cost(child{name: "kcat", args: append([]string{"-P", "-b", b.bootstrap, "-t", topic},
-		append(props("-X", guaranteeProps()), "-l", lines)...)}); err != nil {
+	if b.setup.kcatStart, err = cost(b.kcatProducer(topic, profile{}, "-l", lines)); err != nil {
 		return err
 	}
 	fmt.Printf("  one record: kafka-producer-perf-test %s (JVM start-up), ours %s, kcat -P %s\n",
 		b.setup.jvmStart, b.setup.oursStart, b.setup.kcatStart)
 	return nil
+}
+
+// ourProducer is our producer sending n events of size bytes to topic, one
+// every interval (0: as fast as it can), with the profile's properties.
+func (b *bench) ourProducer(topic string, interval time.Duration, n, size int, p profile) child {
+	args := []string{"--bootstrap-servers", b.bootstrap, "--topic", topic, "--interval", interval.String(),
+		"--count", strconv.Itoa(n), "--value-size", strconv.Itoa(size), "--log-events=false", "--log-format", "json"}
+	return child{name: b.producer, args: append(args, props("-X", p.props)...)}
+}
+
+// kcatProducer is kcat -P to topic with the guarantees and the profile's
+// properties, then extra (headers, the input).
+func (b *bench) kcatProducer(topic string, p profile, extra ...string) child {
+	args := append([]string{"-P", "-b", b.bootstrap, "-t", topic}, props("-X", guaranteeProps())...)
+	args = append(args, props("-X", p.props)...)
+	return child{name: "kcat", args: append(args, extra...)}
 }
 
 // throughput is the sample of n messages of size bytes in wall time (zero:
@@ -327,9 +335,7 @@ func (b *bench) consumerThroughput(ctx context.Context) ([]*cell, error) {
 				return nil, err
 			}
 		}
-		args := []string{"--bootstrap-servers", b.bootstrap, "--topic", topic, "--interval", "0", "--count", strconv.Itoa(n),
-			"--value-size", strconv.Itoa(size), "--log-events=false", "--log-format", "json"}
-		if _, err := runChild(ctx, child{name: b.producer, args: append(args, props("-X", throughputProfile().props)...)}); err != nil {
+		if _, err := runChild(ctx, b.ourProducer(topic, 0, n, size, throughputProfile())); err != nil {
 			return nil, err
 		}
 		if err := b.checkProduced(ctx, topic, n, size); err != nil {
@@ -493,10 +499,8 @@ func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, d
 		<-consDone
 		return nil, ctx.Err()
 	}
-	args := []string{"--bootstrap-servers", b.bootstrap, "--topic", topic, "--interval", interval.String(),
-		"--count", strconv.Itoa(n), "--value-size", strconv.Itoa(b.plan.latencyValueSize), "--log-events=false", "--log-format", "json"}
 	from := time.Now()
-	pres, perr := runChild(ctx, child{name: b.producer, args: append(args, props("-X", p.props)...)})
+	pres, perr := runChild(ctx, b.ourProducer(topic, interval, n, b.plan.latencyValueSize, p))
 	var cr result
 	select {
 	case cr = <-consDone:
