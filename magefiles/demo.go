@@ -194,15 +194,22 @@ func demoBroker() (bootstrap string, stop func(), err error) {
 	return "", noop, fmt.Errorf("invalid BROKER %q: want docker or embedded (or unset to choose by itself)", mode)
 }
 
+// dockerBroker starts Kafka with compose, or the embedded broker when no
+// Kafka image can be had: the demo never fails for want of an image.
 func dockerBroker() (string, func(), error) {
 	s, err := newStack()
 	if err != nil {
 		return "", nil, err
 	}
-	if err := s.up(); err != nil {
+	image, _, err := kafkaImage()
+	if err != nil {
+		fmt.Printf("No Kafka image for Docker (%v): using the embedded broker.\n", err)
+		return embeddedBroker()
+	}
+	if err := s.up(image); err != nil {
 		return "", nil, err
 	}
-	fmt.Printf("Broker: Kafka in Docker at %s; it keeps running after the demo (go tool mage down stops it).\n", s.bootstrap())
+	fmt.Printf("Broker: Kafka in Docker (%s) at %s; it keeps running after the demo (go tool mage down stops it).\n", image, s.bootstrap())
 	return s.bootstrap(), func() {}, nil
 }
 

@@ -10,12 +10,19 @@ import (
 )
 
 // Up starts Kafka with docker compose and waits until it is healthy.
+//
+// The image is KAFKA_IMAGE, pulled when missing; where no registry answers,
+// the offline build of image:kafka.
 func Up() error {
 	s, err := newStack()
 	if err != nil {
 		return err
 	}
-	return s.up()
+	image, _, err := kafkaImage()
+	if err != nil {
+		return err
+	}
+	return s.up(image)
 }
 
 // Down stops and removes the project's containers and network, and keeps Kafka's data volume.
@@ -75,6 +82,7 @@ type stack struct {
 	composeCmd []string // docker compose (v2) or docker-compose (v1)
 	project    string   // COMPOSE_PROJECT_NAME
 	hostPort   string   // KAFKA_HOST_PORT: Kafka's port on 127.0.0.1
+	env        []string // added to compose's environment (KAFKA_IMAGE)
 }
 
 // newStack checks that Docker answers and finds the compose command.
@@ -105,19 +113,20 @@ func newStack() (*stack, error) {
 // compose runs a compose command on the project, showing its output.
 func (s *stack) compose(args ...string) error {
 	args = append(append(s.composeCmd[1:], "--project-name", s.project), args...)
-	return runV("", nil, s.composeCmd[0], args...)
+	return runV("", s.env, s.composeCmd[0], args...)
 }
 
 // bootstrap is the address host clients use.
 func (s *stack) bootstrap() string { return "localhost:" + s.hostPort }
 
-// up starts Kafka and waits until its healthcheck passes.
-func (s *stack) up() error {
+// up starts Kafka from image and waits until its healthcheck passes.
+func (s *stack) up(image string) error {
 	if err := s.checkPort(); err != nil {
 		return err
 	}
+	s.env = append(s.env, "KAFKA_IMAGE="+image)
 	if err := s.compose("up", "--detach", "kafka"); err != nil {
-		return s.explainUpFailure(err)
+		return fmt.Errorf("start Kafka: %w", err)
 	}
 	if err := s.waitHealthy(3 * time.Minute); err != nil {
 		return err
@@ -137,19 +146,6 @@ func (s *stack) checkPort() error {
 		return fmt.Errorf("port %s on 127.0.0.1 is already in use (another Kafka?): stop that program, or use another port: KAFKA_HOST_PORT=19092 go tool mage up, then KAFKA_BOOTSTRAP_SERVERS=localhost:19092 for the services", s.hostPort)
 	}
 	return l.Close()
-}
-
-// explainUpFailure adds a hint when the Kafka image is not on this machine,
-// which usually means no registry could be reached.
-func (s *stack) explainUpFailure(err error) error {
-	image, serr := setting("KAFKA_IMAGE", "")
-	if serr != nil || image == "" {
-		return err
-	}
-	if exec.Command("docker", "image", "inspect", image).Run() != nil {
-		return fmt.Errorf("start Kafka: image %s is not on this machine and could not be pulled; without a registry build it offline (go tool mage image:kafka) and set KAFKA_IMAGE=kafka-offline:<version>: %w", image, err)
-	}
-	return fmt.Errorf("start Kafka: %w", err)
 }
 
 // kafkaContainer returns the id of the project's Kafka container, if any

@@ -1,23 +1,79 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+)
 
-// Test runs every test: unit tests of all modules with the race detector, then the e2e suite against real Kafka.
+// testTimeout bounds the e2e suite; CI jobs around it allow more, so that a
+// hang ends with the test binary's goroutine dump.
+const testTimeout = "20m"
+
+// Test runs every test: the workflow's lint and unit jobs as a runner does, then the e2e suite.
 //
-// The e2e suite starts Kafka from KAFKA_IMAGE (env over .env); without a
-// Docker engine it is skipped with one line, except under CI=true or
+// The e2e suite runs KAFKA_IMAGE (pulled when missing; where no registry
+// answers, the offline build of image:kafka) and the service images (built
+// with docker compose; offline, with image:apps). Without a Docker engine the
+// tests that need it are skipped with one line, except under CI=true or
 // E2E_REQUIRED=1, where that is a failure.
 func Test() error {
 	if err := needCgo(); err != nil {
 		return err
 	}
-	for _, dir := range append(serviceModules, "magefiles") {
-		if err := goIn(dir, "test", "-race", "-count=1", "./..."); err != nil {
-			return fmt.Errorf("unit tests in %s: %w", dir, err)
-		}
+	env, err := e2eImages()
+	if err != nil {
+		return err
 	}
-	if err := goIn("e2e", "test", "-count=1", "-v", "-timeout=30m", "./..."); err != nil {
-		return fmt.Errorf("e2e tests: %w", err)
+	if err := runV("e2e", env, goCmd(), "test", "-count=1", "-v", "-timeout="+testTimeout, "./..."); err != nil {
+		return fmt.Errorf("tests: %w", err)
 	}
 	return nil
+}
+
+// e2eImages finds or builds the images the e2e suite runs and returns the
+// environment that names them. Without Docker it returns nothing: the suite
+// says what it skips.
+func e2eImages() ([]string, error) {
+	if err := needDocker(); err != nil {
+		fmt.Printf("%v: the e2e suite skips the tests that need Docker.\n", err)
+		return nil, nil
+	}
+	kafka, offline, err := kafkaImage()
+	if err != nil {
+		return nil, err
+	}
+	producer, consumer := os.Getenv("PRODUCER_IMAGE"), os.Getenv("CONSUMER_IMAGE")
+	if producer == "" || consumer == "" {
+		if producer, consumer, err = appImages(offline); err != nil {
+			return nil, err
+		}
+	}
+	env := []string{"KAFKA_IMAGE=" + kafka, "PRODUCER_IMAGE=" + producer, "CONSUMER_IMAGE=" + consumer}
+	fmt.Printf("Images: %v\n", env)
+	return env, nil
+}
+
+// appImages builds the service images with docker compose, as users of the
+// app profile get them, or offline (image:apps) when no registry answers.
+func appImages(offline bool) (producer, consumer string, err error) {
+	if !offline {
+		s, err := newStack()
+		if err != nil {
+			return "", "", err
+		}
+		err = s.compose("--profile", "app", "build")
+		if err == nil {
+			if producer, err = setting("PRODUCER_IMAGE", ""); err != nil {
+				return "", "", err
+			}
+			consumer, err = setting("CONSUMER_IMAGE", "")
+			return producer, consumer, err
+		}
+		fmt.Printf("docker compose could not build the service images (%v): building them offline (go tool mage image:apps).\n", err)
+	}
+	tags, err := buildAppImages()
+	if err != nil {
+		return "", "", fmt.Errorf("build the service images offline: %w", err)
+	}
+	return tags[0], tags[1], nil
 }
