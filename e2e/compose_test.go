@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ory/dockertest/v3"
 	dc "github.com/ory/dockertest/v3/docker"
+	"gopkg.in/yaml.v2"
 )
 
 // composeProjectLabel is the label docker compose puts on what it creates.
@@ -31,15 +33,14 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := []string{
-		"COMPOSE_PROJECT_NAME=" + project,
-		"KAFKA_HOST_PORT=" + strconv.Itoa(port),
-		"KAFKA_IMAGE=" + suite.settings.kafkaImage,
-		"PRODUCER_IMAGE=" + suite.settings.producerImage,
-		"CONSUMER_IMAGE=" + suite.settings.consumerImage,
+	env := append(composeEnv(t, project),
+		"KAFKA_HOST_PORT="+strconv.Itoa(port),
+		"KAFKA_IMAGE="+suite.settings.kafkaImage,
+		"PRODUCER_IMAGE="+suite.settings.producerImage,
+		"CONSUMER_IMAGE="+suite.settings.consumerImage,
 		"PRODUCER_INTERVAL=200ms",
 		"LOG_FORMAT=json",
-	}
+	)
 	run := func(timeout time.Duration, name string, args ...string) (string, error) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -137,6 +138,41 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 			t.Errorf("the suite's own broker %s, not the project's, did not survive clean (%v)", k.name, err)
 		}
 	}
+}
+
+// composeEnv is the environment of a compose project that a test starts,
+// through compose or through Mage: the project's name, and an override file
+// that gives each of its containers, networks and volumes this run's label,
+// so that the suite's teardown removes them even after Ctrl-C.
+func composeEnv(t *testing.T, project string) []string {
+	t.Helper()
+	f, err := loadCompose()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labelled := map[string]any{"labels": runLabels()}
+	override := map[string]map[string]any{
+		"services": {}, "volumes": {}, "networks": {"default": labelled},
+	}
+	for name := range f.Services {
+		override["services"][name] = labelled
+	}
+	for name := range f.Volumes {
+		override["volumes"][name] = labelled
+	}
+	b, err := yaml.Marshal(override)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "e2e-labels.yml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, err := filepath.Abs(composePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"COMPOSE_PROJECT_NAME=" + project, "COMPOSE_FILE=" + base + string(os.PathListSeparator) + path}
 }
 
 // composeCommand is docker compose (v2) when it works, else docker-compose (v1).

@@ -84,6 +84,7 @@ type composeKafka struct {
 
 // composeFile is the part of docker-compose.yml the suite reads.
 type composeFile struct {
+	Volumes  map[string]any `yaml:"volumes"`
 	Services map[string]struct {
 		Environment map[string]string `yaml:"environment"`
 		Healthcheck struct {
@@ -92,18 +93,30 @@ type composeFile struct {
 	} `yaml:"services"`
 }
 
+// composePath is the compose file users run.
+var composePath = filepath.Join(repoRoot, "docker-compose.yml")
+
+// loadCompose parses the compose file.
+func loadCompose() (composeFile, error) {
+	var f composeFile
+	b, err := os.ReadFile(composePath)
+	if err != nil {
+		return f, fmt.Errorf("read compose file: %w", err)
+	}
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return f, fmt.Errorf("parse %s: %w", composePath, err)
+	}
+	return f, nil
+}
+
 // loadComposeKafka reads the kafka service of the compose file, resolving
 // variables from vars first and then from the defaults the file gives.
 func loadComposeKafka(vars map[string]string) (composeKafka, error) {
-	path := filepath.Join(repoRoot, "docker-compose.yml")
-	b, err := os.ReadFile(path)
+	f, err := loadCompose()
 	if err != nil {
-		return composeKafka{}, fmt.Errorf("read compose file: %w", err)
+		return composeKafka{}, err
 	}
-	var f composeFile
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		return composeKafka{}, fmt.Errorf("parse %s: %w", path, err)
-	}
+	path := composePath
 	svc, ok := f.Services["kafka"]
 	if !ok || len(svc.Environment) == 0 {
 		return composeKafka{}, fmt.Errorf("%s: no kafka service with an environment", path)

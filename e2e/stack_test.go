@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,8 +60,8 @@ func TestStack_upDownClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"COMPOSE_PROJECT_NAME=" + project, "KAFKA_HOST_PORT=" + strconv.Itoa(port),
-		"KAFKA_IMAGE=" + suite.settings.kafkaImage}
+	env := append(composeEnv(t, project), "KAFKA_HOST_PORT="+strconv.Itoa(port),
+		"KAFKA_IMAGE="+suite.settings.kafkaImage)
 	t.Cleanup(func() {
 		if out, err := mage(t, 5*time.Minute, env, "clean"); err != nil {
 			t.Errorf("go tool mage clean: %v\n%s", err, out)
@@ -143,7 +146,7 @@ func TestDemo_endsAfterDemoEvents(t *testing.T) {
 		docker bool
 		broker string // what the demo must say about its broker
 	}{
-		{"docker", true, "Broker: Kafka in Docker at localhost:"},
+		{"docker", true, "Broker: Kafka in Docker ("},
 		{"embedded", false, "Broker: embedded in-memory Kafka-protocol broker at 127.0.0.1:"},
 	}
 	for _, tt := range tests {
@@ -156,8 +159,8 @@ func TestDemo_endsAfterDemoEvents(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				env = append(env, "COMPOSE_PROJECT_NAME="+name(t, "project"), "KAFKA_HOST_PORT="+strconv.Itoa(port),
-					"KAFKA_IMAGE="+suite.settings.kafkaImage)
+				env = append(env, composeEnv(t, name(t, "project"))...)
+				env = append(env, "KAFKA_HOST_PORT="+strconv.Itoa(port), "KAFKA_IMAGE="+suite.settings.kafkaImage)
 				t.Cleanup(func() {
 					if out, err := mage(t, 5*time.Minute, env, "clean"); err != nil {
 						t.Errorf("go tool mage clean: %v\n%s", err, out)
@@ -182,4 +185,91 @@ func TestDemo_endsAfterDemoEvents(t *testing.T) {
 			t.Logf("demo (%s): sent=3 received=3", tt.name)
 		})
 	}
+}
+
+// Ctrl-C in a terminal on `go tool mage run:producer`, while the broker does
+// not answer: the producer's bounded flush and purge end well inside the 5 s
+// Mage gives a target, so Mage never gives up with "cleanup timeout
+// exceeded" and the producer's own summary is the last word.
+func TestRunProducer_ctrlCWhileBrokerHangs(t *testing.T) {
+	defer teardownOnPanic()
+	k := sharedKafka(t, true)
+	topic := name(t, "topic")
+	var out syncBuffer
+	cmd := exec.Command(goCommand(), "tool", "mage", "run:producer")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS="+k.bootstrap, "KAFKA_TOPIC="+topic,
+		"PRODUCER_INTERVAL=20ms", "LOG_FORMAT=text")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// A process group of its own, like a terminal's foreground job: Ctrl-C
+	// signals every process in it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	for deadline := time.Now().Add(3 * time.Minute); strings.Count(out.String(), "Sending: ") < 10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("go tool mage run:producer sent fewer than 10 events in 3m:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// The broker stops answering with events in flight, as on a network
+	// outage: the flush then waits for its whole bound.
+	id := k.res.Container.ID
+	if err := k.pool.Client.PauseContainer(id); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := k.pool.Client.UnpauseContainer(id); err != nil {
+			t.Errorf("unpause %s: %v", k.name, err)
+		}
+	})
+	time.Sleep(500 * time.Millisecond)
+	interrupted := time.Now()
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("go tool mage run:producer still running 15s after Ctrl-C:\n%s", out.String())
+	}
+	took := time.Since(interrupted)
+	text := out.String()
+	if strings.Contains(text, "cleanup timeout exceeded") {
+		t.Errorf("Mage gave up on the producer's shutdown:\n%s", text)
+	}
+	if !strings.Contains(text, "Producer stopped") {
+		t.Errorf("the producer's summary is missing: it did not finish its shutdown:\n%s", text)
+	}
+	// Mage allows 5 s; keep 1.5 s of them for a loaded machine.
+	if took > 3500*time.Millisecond {
+		t.Errorf("stopping took %s; want at most 3.5s of the 5s Mage allows", took)
+	}
+	t.Logf("run:producer Ctrl-C with the broker paused: stopped after %s", took.Round(10*time.Millisecond))
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

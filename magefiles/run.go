@@ -20,9 +20,10 @@ func (Run) Producer(ctx context.Context) error { return runService(ctx, "produce
 // Consumer runs the consumer against Kafka (KAFKA_BOOTSTRAP_SERVERS, default localhost:9092); Ctrl-C stops it cleanly.
 func (Run) Consumer(ctx context.Context) error { return runService(ctx, "consumer") }
 
-// stopGrace is how long a service may take to stop after SIGTERM: the
-// producer flushes for at most 4 s.
-const stopGrace = 5 * time.Second
+// stopGrace is how long a service may take to stop after SIGTERM before it
+// is killed: longer than the producer's bounded flush (3 s at most), shorter
+// than the 5 s Mage gives a target after Ctrl-C before it gives up on it.
+const stopGrace = 4 * time.Second
 
 // runService builds a service and runs it in the foreground with this
 // environment (KAFKA_*, PRODUCER_*, LOG_* pass through).
