@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -17,6 +18,40 @@ type observation struct {
 	direct    []record    // messages the test wrote itself, each acknowledged
 	consumers [][]logLine // the log lines of each consumer run, in the order they ran
 	log       []record    // the topic, read to its end after everything stopped
+	faults    []fault     // the faults the consumers went through, in order
+}
+
+// fault is what at-least-once allows a consumer group to handle again after
+// one fault: per partition, the offsets after the last one it committed
+// before the fault, up to the highest one it had handled before the fault.
+type fault struct {
+	at        time.Time       // when the fault began
+	committed map[int32]int64 // the group's committed offset (the next to read) before the fault
+	handled   map[int32]int64 // the highest offset handled before the fault
+}
+
+// window returns the offsets of partition p that may be redelivered after
+// f: (C, H], with C the last offset committed as handled (committed-1).
+func (f fault) window(p int32) (after, upTo int64) {
+	c, ok := f.committed[p]
+	if !ok || c < 0 {
+		c = 0 // nothing committed: the group starts at the beginning
+	}
+	h, ok := f.handled[p]
+	if !ok {
+		h = c - 1
+	}
+	return c - 1, h
+}
+
+// bound is how many redeliveries f allows: the sum over partitions of H-C.
+func (f fault) bound() int {
+	n := 0
+	for p := range f.handled {
+		after, upTo := f.window(p)
+		n += int(max(0, upTo-after))
+	}
+	return n
 }
 
 // figures are the checker's counts for one scenario.
@@ -33,6 +68,8 @@ type figures struct {
 	Foreign      int // messages in the log that nobody in the scenario sent
 	Received     int // deliveries logged by the consumers
 	DeadLettered int // messages the consumers dead-lettered
+	DupBound     int // redeliveries the faults allow: the sum over faults of H-C
+	DupOutside   int // redeliveries outside the (C, H] window of the fault before them
 
 	extra    []string // the scenario's own figures, key=value
 	problems []string // what is wrong, one line each
@@ -53,6 +90,9 @@ func (f *figures) String() string {
 	}
 	if f.DeadLettered != 0 {
 		s += fmt.Sprintf(" dead_lettered=%d", f.DeadLettered)
+	}
+	if f.DupBound != 0 || f.DupOutside != 0 {
+		s += fmt.Sprintf(" dup_bound=%d dup_outside=%d", f.DupBound, f.DupOutside)
 	}
 	return strings.Join(append([]string{s}, f.extra...), " ")
 }
@@ -129,8 +169,11 @@ func check(o observation) *figures {
 		}
 	}
 	checkLogOrder(f, o.log)
+	for _, flt := range o.faults {
+		f.DupBound += flt.bound()
+	}
 	if len(o.consumers) > 0 {
-		checkConsumers(f, o.consumers, o.log, stored)
+		checkConsumers(f, o.consumers, o.log, stored, o.faults)
 	}
 	return f
 }
@@ -225,8 +268,27 @@ func checkLogOrder(f *figures, log []record) {
 
 // checkConsumers compares what the consumers handled with the log: every
 // message handled or dead-lettered, first deliveries in offset order, each
-// delivery the stored event, and the consumers' own duplicate flags right.
-func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[position]record) {
+// redelivery inside the window of the fault before it, each delivery the
+// stored event, and the consumers' own duplicate flags right.
+func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[position]record, faults []fault) {
+	redelivered := func(run int, l logLine, pos position) {
+		f.DupDelivered++
+		i := len(faults) - 1
+		for i >= 0 && !faults[i].at.Before(l.Time) {
+			i--
+		}
+		if i < 0 {
+			f.DupOutside++
+			f.problem("consumer run %d: %d@%d handled again at %s, before any fault", run, pos.partition, pos.offset,
+				l.Time.Format("15:04:05.000"))
+			return
+		}
+		if after, upTo := faults[i].window(pos.partition); pos.offset <= after || pos.offset > upTo {
+			f.DupOutside++
+			f.problem("consumer run %d: %d@%d handled again after fault %d, outside its window (%d, %d]",
+				run, pos.partition, pos.offset, i+1, after, upTo)
+		}
+	}
 	handled := map[position]int{}
 	dead := map[position]int{}
 	firstUpTo := map[int32]int64{} // highest offset delivered for the first time
@@ -252,14 +314,14 @@ func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[posit
 				f.DeadLettered++
 				dead[pos]++
 				if dead[pos] > 1 {
-					f.DupDelivered++
+					redelivered(run, l, pos)
 				}
 				continue
 			}
 			f.Received++
 			handled[pos]++
 			if handled[pos] > 1 {
-				f.DupDelivered++
+				redelivered(run, l, pos)
 			} else {
 				if last, ok := firstUpTo[pos.partition]; ok && pos.offset < last {
 					f.Reordered++
@@ -292,11 +354,11 @@ func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[posit
 	}
 }
 
-// limits are what a scenario allows beyond the invariants.
+// limits are what a scenario allows beyond the invariants. Redeliveries
+// are allowed only by the faults of the observation (figures.DupBound).
 type limits struct {
-	maxDupDelivered int // redeliveries at-least-once allows here
-	foreign         int // messages the scenario put in the topic beside the producers'
-	maxFailed       int // events the producer may report as not delivered
+	foreign   int // messages the scenario put in the topic beside the producers'
+	maxFailed int // events the producer may report as not delivered
 }
 
 // assertFigures logs the scenario's line of figures and fails t when an
@@ -319,7 +381,8 @@ func assertFigures(t *testing.T, f *figures, lim limits) {
 		{"unconfirmed (attempted != delivered + failed)", f.Unconfirmed, 0, false},
 		{"foreign messages in the log", f.Foreign, lim.foreign, false},
 		{"failed", f.Failed, lim.maxFailed, true},
-		{"dup_delivered", f.DupDelivered, lim.maxDupDelivered, true},
+		{"dup_outside (redelivered outside the window of a fault)", f.DupOutside, 0, false},
+		{"dup_delivered", f.DupDelivered, f.DupBound, true},
 	}
 	for _, c := range checks {
 		if c.atMost && c.got > c.want {
@@ -383,6 +446,16 @@ func TestCheck_findsEachViolation(t *testing.T) {
 	}
 	changed := receiving(a, b, c)
 	changed[1].Msg = msgReceived + "23:59:59"
+	// A fault after a and b were handled and a was committed: b, and only
+	// b, may come again.
+	faultAt := time.Date(2026, 1, 1, 10, 0, 0, 0, time.UTC)
+	afterFault := func(lines []logLine) []logLine {
+		for i := range lines {
+			lines[i].Time = faultAt.Add(time.Second)
+		}
+		return lines
+	}
+	faultAfterB := []fault{{at: faultAt, committed: map[int32]int64{0: 1}, handled: map[int32]int64{0: 1}}}
 
 	tests := []struct {
 		name string
@@ -405,10 +478,25 @@ func TestCheck_findsEachViolation(t *testing.T) {
 			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c, b3},
 			consumers: [][]logLine{receiving(a, b, c, b3)},
 		}, figures{DupLog: 1, Reordered: 1}},
-		{"redelivered to a restarted consumer", observation{
+		{"redelivered without a fault", observation{
 			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
 			consumers: [][]logLine{receiving(a, b), receiving(b, c)},
+		}, figures{DupDelivered: 1, DupOutside: 1}},
+		{"redelivered inside the fault's window", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b), afterFault(receiving(b, c))},
+			faults:    faultAfterB,
 		}, figures{DupDelivered: 1}},
+		{"committed event redelivered after a fault", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b), afterFault(receiving(a, b, c))},
+			faults:    faultAfterB,
+		}, figures{DupDelivered: 2, DupOutside: 1}},
+		{"event handled after the fault redelivered", observation{
+			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
+			consumers: [][]logLine{receiving(a, b), afterFault(receiving(b, c, c))},
+			faults:    faultAfterB,
+		}, figures{DupDelivered: 2, DupOutside: 1}},
 		{"first delivery out of order", observation{
 			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
 			consumers: [][]logLine{receiving(a, c, b)},
@@ -420,7 +508,7 @@ func TestCheck_findsEachViolation(t *testing.T) {
 		{"redelivery not flagged as duplicate", observation{
 			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
 			consumers: [][]logLine{wrongFlag},
-		}, figures{DupDelivered: 1, Mismatched: 1}},
+		}, figures{DupDelivered: 1, DupOutside: 1, Mismatched: 1}},
 		{"delivered timestamp differs from the stored one", observation{
 			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
 			consumers: [][]logLine{changed},
@@ -437,9 +525,11 @@ func TestCheck_findsEachViolation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := check(tt.obs)
-			type counts struct{ Lost, DupLog, DupDelivered, Reordered, Mismatched, Unconfirmed, Foreign int }
-			g := counts{got.Lost, got.DupLog, got.DupDelivered, got.Reordered, got.Mismatched, got.Unconfirmed, got.Foreign}
-			w := counts{tt.want.Lost, tt.want.DupLog, tt.want.DupDelivered, tt.want.Reordered, tt.want.Mismatched, tt.want.Unconfirmed, tt.want.Foreign}
+			type counts struct {
+				Lost, DupLog, DupDelivered, DupOutside, Reordered, Mismatched, Unconfirmed, Foreign int
+			}
+			g := counts{got.Lost, got.DupLog, got.DupDelivered, got.DupOutside, got.Reordered, got.Mismatched, got.Unconfirmed, got.Foreign}
+			w := counts{tt.want.Lost, tt.want.DupLog, tt.want.DupDelivered, tt.want.DupOutside, tt.want.Reordered, tt.want.Mismatched, tt.want.Unconfirmed, tt.want.Foreign}
 			if g != w {
 				t.Errorf("got %+v, want %+v\nproblems:\n  %s", g, w, strings.Join(got.problems, "\n  "))
 			}

@@ -213,24 +213,27 @@ func newAdmin(t *testing.T, bootstrap string) *kafka.AdminClient {
 	return a
 }
 
-// committedOffset returns the offset group committed for partition 0 of
-// topic: the next one it will read; negative when it committed none.
-func committedOffset(a *kafka.AdminClient, group, topic string) (int64, error) {
+// committedOffsets returns the offsets group committed on each partition of
+// topic: the next one it will read, negative where it committed none.
+func committedOffsets(a *kafka.AdminClient, group, topic string) (map[int32]int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{
-		Group:      group,
-		Partitions: []kafka.TopicPartition{{Topic: &topic, Partition: 0}},
-	}})
+	res, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if len(res.ConsumerGroupsTopicPartitions) != 1 || len(res.ConsumerGroupsTopicPartitions[0].Partitions) != 1 {
-		return 0, fmt.Errorf("committed offsets of %s: unexpected answer %v", group, res)
+	if len(res.ConsumerGroupsTopicPartitions) != 1 {
+		return nil, fmt.Errorf("committed offsets of %s: unexpected answer %v", group, res)
 	}
-	tp := res.ConsumerGroupsTopicPartitions[0].Partitions[0]
-	if tp.Error != nil {
-		return 0, tp.Error
+	offsets := map[int32]int64{}
+	for _, tp := range res.ConsumerGroupsTopicPartitions[0].Partitions {
+		if tp.Topic == nil || *tp.Topic != topic {
+			continue
+		}
+		if tp.Error != nil {
+			return nil, fmt.Errorf("committed offset of %s [%d]: %w", topic, tp.Partition, tp.Error)
+		}
+		offsets[tp.Partition] = int64(tp.Offset)
 	}
-	return int64(tp.Offset), nil
+	return offsets, nil
 }
