@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/event-driven-go/kafka-go/internal/stack"
 	"github.com/ory/dockertest/v3"
 	dc "github.com/ory/dockertest/v3/docker"
 	"gopkg.in/yaml.v2"
@@ -27,12 +28,12 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 	defer teardownOnPanic()
 	// The suite's own broker runs beside the project: clean must spare it.
 	pool := sharedKafka(t, true).pool
-	compose := composeCommand(t)
-	project := name(t, "project")
-	port, err := freePort()
+	compose, err := stack.ComposeCommand()
 	if err != nil {
 		t.Fatal(err)
 	}
+	project := name(t, "project")
+	port := freePort(t)
 	env := append(composeEnv(t, project),
 		"KAFKA_HOST_PORT="+strconv.Itoa(port),
 		"KAFKA_IMAGE="+suite.settings.kafkaImage,
@@ -120,7 +121,7 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 	assertFigures(t, f, limits{})
 
 	// Clean, as a user runs it.
-	out, err := run(5*time.Minute, goCommand(), "tool", "mage", "clean")
+	out, err := run(5*time.Minute, stack.GoCommand(), "tool", "mage", "clean")
 	if err != nil {
 		t.Fatalf("go tool mage clean: %v\n%s", err, out)
 	}
@@ -146,7 +147,7 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 // so that the suite's teardown removes them even after Ctrl-C.
 func composeEnv(t *testing.T, project string) []string {
 	t.Helper()
-	f, err := loadCompose()
+	f, err := repo.Compose()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,24 +169,11 @@ func composeEnv(t *testing.T, project string) []string {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base, err := filepath.Abs(composePath)
+	base, err := filepath.Abs(repo.ComposeFile())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return []string{"COMPOSE_PROJECT_NAME=" + project, "COMPOSE_FILE=" + base + string(os.PathListSeparator) + path}
-}
-
-// composeCommand is docker compose (v2) when it works, else docker-compose (v1).
-func composeCommand(t *testing.T) []string {
-	t.Helper()
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}
-	}
-	if _, err := exec.LookPath("docker-compose"); err == nil {
-		return []string{"docker-compose"}
-	}
-	t.Fatal("neither docker compose (v2) nor docker-compose (v1) is installed")
-	return nil
 }
 
 // projectContainer returns the id of the container of a service of project.

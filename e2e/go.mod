@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/confluentinc/confluent-kafka-go/v2 v2.15.0
+	github.com/event-driven-go/kafka-go/internal v0.0.0
 	github.com/ory/dockertest/v3 v3.12.0
 	gopkg.in/yaml.v2 v2.4.0
 )
@@ -35,3 +36,5 @@ require (
 	github.com/xeipuuv/gojsonschema v1.2.0 // indirect
 	golang.org/x/sys v0.46.0 // indirect
 )
+
+replace github.com/event-driven-go/kafka-go/internal => ../internal

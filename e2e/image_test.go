@@ -19,7 +19,7 @@ func TestKafkaImage_withoutEnv(t *testing.T) {
 	defer teardownOnPanic()
 	pool := needDocker(t, true)
 	image := suite.settings.kafkaImage
-	svc, err := loadComposeKafka(nil)
+	svc, err := repo.KafkaNode(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,10 +8,12 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/event-driven-go/kafka-go/internal/stack"
 	"github.com/ory/dockertest/v3"
 	dc "github.com/ory/dockertest/v3/docker"
 )
@@ -39,25 +41,26 @@ type broker struct {
 // autoRemove is false for a broker that is stopped and started again.
 func startBroker(pool *dockertest.Pool, image, name string, autoRemove bool) (*broker, error) {
 	b := &broker{pool: pool, name: name}
-	repo, tag := splitImage(image)
+	imageRepo, tag := splitImage(image)
 	// Another program may take the free port before Docker binds it.
 	for attempt := 1; ; attempt++ {
-		port, err := freePort()
+		ports, err := stack.FreePorts(1)
 		if err != nil {
 			return b, err
 		}
+		port := ports[0]
 		b.hostPort = port
 		b.bootstrap = "localhost:" + strconv.Itoa(port)
-		svc, err := loadComposeKafka(map[string]string{"KAFKA_HOST_PORT": strconv.Itoa(port)})
+		node, err := repo.KafkaNode(map[string]string{"KAFKA_HOST_PORT": strconv.Itoa(port)})
 		if err != nil {
 			return b, err
 		}
 		b.res, err = pool.RunWithOptions(&dockertest.RunOptions{
 			Name:       name,
 			Hostname:   "kafka", // the compose file's controller quorum names it so
-			Repository: repo,
+			Repository: imageRepo,
 			Tag:        tag,
-			Env:        envList(svc.Env),
+			Env:        node.EnvList(),
 			Labels:     runLabels(),
 			PortBindings: map[dc.Port][]dc.PortBinding{
 				"9092/tcp": {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(port)}},
@@ -270,13 +273,13 @@ func containerLogs(pool *dockertest.Pool, id string, n int) string {
 }
 
 // freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(t *testing.T) int {
+	t.Helper()
+	ports, err := stack.FreePorts(1)
 	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0]
 }
 
 // splitImage splits name:tag; the tag defaults to latest. A registry port
@@ -295,8 +298,8 @@ func ensureImage(pool *dockertest.Pool, image string) error {
 	if _, err := pool.Client.InspectImage(image); err == nil {
 		return nil
 	}
-	repo, tag := splitImage(image)
-	if err := pool.Client.PullImage(dc.PullImageOptions{Repository: repo, Tag: tag}, dc.AuthConfiguration{}); err != nil {
+	imageRepo, tag := splitImage(image)
+	if err := pool.Client.PullImage(dc.PullImageOptions{Repository: imageRepo, Tag: tag}, dc.AuthConfiguration{}); err != nil {
 		return fmt.Errorf("pull %s: %w%s", image, err, imageHint(pool, image))
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -215,11 +214,7 @@ func binaries(t *testing.T) (producer, consumer string) {
 			return
 		}
 		for _, name := range []string{"producer", "consumer"} {
-			out := filepath.Join(suite.binDir, name)
-			cmd := exec.Command(goCommand(), "build", "-o", out, ".")
-			cmd.Dir = filepath.Join(repoRoot, name)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				suite.binErr = fmt.Errorf("go build %s: %w\n%s", name, err, b)
+			if suite.binErr = repo.Build(name, filepath.Join(suite.binDir, name)); suite.binErr != nil {
 				return
 			}
 		}
@@ -230,22 +225,6 @@ func binaries(t *testing.T) (producer, consumer string) {
 		t.Fatal(suite.binErr)
 	}
 	return suite.producer, suite.consumer
-}
-
-// goCommand is the go command of the toolchain running the tests.
-func goCommand() string {
-	if root := os.Getenv("GOROOT"); root != "" {
-		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
-			return p
-		}
-	}
-	return "go"
-}
-
-// fileExists tells whether path exists.
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // name returns a topic, group or container name unique to this run and test.

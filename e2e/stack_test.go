@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/event-driven-go/kafka-go/internal/stack"
 	dc "github.com/ory/dockertest/v3/docker"
 )
 
@@ -21,7 +22,7 @@ func mage(t *testing.T, timeout time.Duration, env []string, target string) (str
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, goCommand(), "tool", "mage", target)
+	cmd := exec.CommandContext(ctx, stack.GoCommand(), "tool", "mage", target)
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
@@ -56,10 +57,7 @@ func TestStack_upDownClean(t *testing.T) {
 	defer teardownOnPanic()
 	pool := needDocker(t, true)
 	project := name(t, "project")
-	port, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
+	port := freePort(t)
 	env := append(composeEnv(t, project), "KAFKA_HOST_PORT="+strconv.Itoa(port),
 		"KAFKA_IMAGE="+suite.settings.kafkaImage)
 	t.Cleanup(func() {
@@ -155,10 +153,7 @@ func TestDemo_endsAfterDemoEvents(t *testing.T) {
 			env := []string{"DEMO_EVENTS=3", "PRODUCER_INTERVAL=200ms", "KAFKA_BOOTSTRAP_SERVERS=", "BROKER="}
 			if tt.docker {
 				needDocker(t, true)
-				port, err := freePort()
-				if err != nil {
-					t.Fatal(err)
-				}
+				port := freePort(t)
 				env = append(env, composeEnv(t, name(t, "project"))...)
 				env = append(env, "KAFKA_HOST_PORT="+strconv.Itoa(port), "KAFKA_IMAGE="+suite.settings.kafkaImage)
 				t.Cleanup(func() {
@@ -196,7 +191,7 @@ func TestRunProducer_ctrlCWhileBrokerHangs(t *testing.T) {
 	k := sharedKafka(t, true)
 	topic := name(t, "topic")
 	var out syncBuffer
-	cmd := exec.Command(goCommand(), "tool", "mage", "run:producer")
+	cmd := exec.Command(stack.GoCommand(), "tool", "mage", "run:producer")
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS="+k.bootstrap, "KAFKA_TOPIC="+topic,
 		"PRODUCER_INTERVAL=20ms", "LOG_FORMAT=text")

@@ -14,21 +14,24 @@ import (
 	"sync"
 	"time"
 
+	"github.com/magefile/mage/mg"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Demo runs the tutorial in one command: a broker, then the consumer and the producer side by side until Ctrl-C or DEMO_EVENTS events arrived.
+// Demo runs the tutorial: consumer and producer side by side.
 //
-// The broker is KAFKA_BOOTSTRAP_SERVERS if set, else Kafka in Docker if the
-// daemon answers, else an embedded in-memory broker; BROKER=docker or
-// BROKER=embedded picks one. PRODUCER_INTERVAL sets the pace (default 5s).
+// It starts a broker, then both services, and runs until Ctrl-C, or until DEMO_EVENTS events arrived. The broker is
+// KAFKA_BOOTSTRAP_SERVERS if set, else Kafka in Docker if the daemon answers
+// and a Kafka image can be had, else an embedded in-memory broker;
+// BROKER=docker or BROKER=embedded picks one. PRODUCER_INTERVAL sets the
+// pace (default 5s). The output of the two services is interleaved, one
+// pane each, the way the tutorial's two terminals show them.
+// (os/exec: the panes read each service's output as it comes.)
 func Demo(ctx context.Context) error {
-	if err := needCgo(); err != nil {
-		return err
-	}
+	mg.Deps(needCgo)
 	events, err := demoEvents()
 	if err != nil {
 		return err
@@ -48,7 +51,7 @@ func Demo(ctx context.Context) error {
 	}
 
 	env := append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS="+bootstrap, "LOG_FORMAT=text")
-	topic, err := setting("KAFKA_TOPIC", "timestamp")
+	topic, err := repo.Setting("KAFKA_TOPIC", "timestamp")
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ tool (
 )
 
 require (
+	github.com/event-driven-go/kafka-go/internal v0.0.0
 	github.com/magefile/mage v1.17.2
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
@@ -35,5 +36,8 @@ require (
 	golang.org/x/sync v0.23.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/tools v0.51.0 // indirect
+	gopkg.in/yaml.v2 v2.4.0 // indirect
 	honnef.co/go/tools v0.8.2 // indirect
 )
+
+replace github.com/event-driven-go/kafka-go/internal => ../internal

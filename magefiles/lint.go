@@ -2,30 +2,35 @@ package main
 
 import (
 	"fmt"
-	"os/exec"
 	"strings"
+
+	"github.com/magefile/mage/sh"
 )
 
-// workspaceModules are all modules of go.work, linted and vetted alike.
-var workspaceModules = []string{"producer", "consumer", "e2e", "magefiles"}
+// modules are all modules of go.work, linted and vetted alike.
+var modules = []string{"producer", "consumer", "e2e", "magefiles", "bench", "internal"}
 
-// Lint checks formatting (gofmt), runs go vet and staticcheck on every module, and actionlint on the GitHub workflows.
+// Lint runs gofmt, go vet, staticcheck and actionlint.
+//
+// gofmt, vet and staticcheck cover every module of go.work; actionlint
+// checks the GitHub workflows.
 func Lint() error {
-	out, err := exec.Command("gofmt", append([]string{"-l"}, workspaceModules...)...).CombinedOutput()
+	out, err := sh.Output("gofmt", append([]string{"-l"}, modules...)...)
 	if err != nil {
 		return fmt.Errorf("gofmt: %s: %w", out, err)
 	}
-	if files := strings.TrimSpace(string(out)); files != "" {
+	if files := strings.TrimSpace(out); files != "" {
 		return fmt.Errorf("gofmt would change these files (run gofmt -w on them):\n%s", files)
 	}
 	fmt.Println("gofmt: clean")
-	for _, m := range workspaceModules {
-		if err := goIn(m, "vet", "./..."); err != nil {
+	for _, m := range modules {
+		fmt.Printf("[%s] go vet, staticcheck\n", m)
+		if err := sh.RunV(goCmd, "-C", m, "vet", "./..."); err != nil {
 			return err
 		}
-		if err := goIn(m, "tool", "staticcheck", "./..."); err != nil {
+		if err := sh.RunV(goCmd, "-C", m, "tool", "staticcheck", "./..."); err != nil {
 			return err
 		}
 	}
-	return runV("", nil, goCmd(), "tool", "actionlint")
+	return sh.RunV(goCmd, "tool", "actionlint")
 }

@@ -1,62 +1,27 @@
-// Package main holds the project's Mage targets; `go tool mage -l` lists them.
+// Package main holds the project's Mage targets.
 package main
+
+// The targets are thin: the stack's settings come from internal/stack, the
+// offline images from internal/images, the benchmark from ./bench, and
+// commands run through mage/sh unless a comment says why not.
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/event-driven-go/kafka-go/internal/stack"
+	"github.com/magefile/mage/sh"
 )
 
-// serviceModules are the two services; each is its own Go module.
-var serviceModules = []string{"producer", "consumer"}
-
-// binDir holds the service binaries that run:*, demo and bench build.
-const binDir = "build/bin"
-
-// runV runs a command a person could type, in dir (the current directory
-// when empty) with extra environment env, printing the command line first
-// and its output as it comes.
-func runV(dir string, env []string, name string, args ...string) error {
-	return runTo(os.Stdout, dir, env, name, args...)
-}
-
-// runTo is runV with the command line and output written to w.
-func runTo(w io.Writer, dir string, env []string, name string, args ...string) error {
-	where := ""
-	if dir != "" {
-		where = "[" + dir + "] "
-	}
-	fmt.Fprintf(w, "%s%s %s\n", where, filepath.Base(name), strings.Join(args, " "))
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w", filepath.Base(name), subcommand(args), err)
-	}
-	return nil
-}
-
-// goIn runs the go command in a module directory, showing its output.
-func goIn(dir string, args ...string) error {
-	return runV(dir, nil, goCmd(), args...)
-}
+// repo is the repository: Mage runs its targets from the root.
+var repo = stack.Repo{Dir: "."}
 
 // goCmd is the go command that runs Mage itself, so targets use the same toolchain.
-func goCmd() string {
-	if gr := os.Getenv("GOROOT"); gr != "" {
-		if p := filepath.Join(gr, "bin", "go"); fileExists(p) {
-			return p
-		}
-	}
-	return "go"
-}
+var goCmd = stack.GoCommand()
 
 // needCgo fails with one clear line when no C compiler is available,
 // because confluent-kafka-go is a cgo binding to librdkafka.
@@ -64,33 +29,39 @@ func needCgo() error {
 	if os.Getenv("CGO_ENABLED") == "0" {
 		return errors.New("CGO_ENABLED=0: confluent-kafka-go needs cgo; unset it or set CGO_ENABLED=1")
 	}
-	out, err := exec.Command(goCmd(), "env", "CC").Output()
+	cc, err := sh.Output(goCmd, "env", "CC")
 	if err != nil {
 		return fmt.Errorf("go env CC: %w", err)
 	}
-	cc := strings.Fields(string(out))
-	if len(cc) == 0 {
+	if cc = strings.TrimSpace(cc); cc == "" {
 		return errors.New("go env CC is empty: confluent-kafka-go needs a C compiler for cgo")
 	}
-	if _, err := exec.LookPath(cc[0]); err != nil {
-		return fmt.Errorf("no C compiler %q found: confluent-kafka-go needs cgo; install gcc (Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install)", cc[0])
+	if _, err := exec.LookPath(strings.Fields(cc)[0]); err != nil {
+		return fmt.Errorf("no C compiler %q found: confluent-kafka-go needs cgo; install gcc (Debian/Ubuntu: apt-get install gcc; macOS: xcode-select --install)", cc)
 	}
 	return nil
 }
 
-// buildService builds a service binary into binDir and returns its path.
+// needDocker fails with one line when the docker command is missing or its
+// daemon does not answer, before any slow step starts.
+func needDocker() error {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return errors.New("docker not found: install Docker (Debian/Ubuntu: apt-get install docker.io)")
+	}
+	out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
+	if err != nil {
+		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("docker daemon not answering (start dockerd or Docker Desktop): %s: %w", line, err)
+	}
+	return nil
+}
+
+// buildService builds a service binary into build/bin and returns its path.
 func buildService(name string) (string, error) {
-	abs, err := filepath.Abs(filepath.Join(binDir, name))
+	bin, err := filepath.Abs(filepath.Join("build", "bin", name))
 	if err != nil {
 		return "", err
 	}
-	if err := goIn(name, "build", "-o", abs, "."); err != nil {
-		return "", fmt.Errorf("build %s: %w", name, err)
-	}
-	return abs, nil
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
+	fmt.Printf("go build -o %s ./%s\n", bin, name)
+	return bin, repo.Build(name, bin)
 }

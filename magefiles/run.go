@@ -14,10 +14,16 @@ import (
 // Run runs one service on this machine, like the tutorial's `python3 main.py`.
 type Run mg.Namespace
 
-// Producer runs the producer against Kafka (KAFKA_BOOTSTRAP_SERVERS, default localhost:9092); Ctrl-C stops it cleanly.
+// Producer runs the producer on this machine; Ctrl-C stops it cleanly.
+//
+// It sends to KAFKA_BOOTSTRAP_SERVERS, by default the compose Kafka's host
+// port (localhost:9092); PRODUCER_*, KAFKA_* and LOG_* pass through.
 func (Run) Producer(ctx context.Context) error { return runService(ctx, "producer") }
 
-// Consumer runs the consumer against Kafka (KAFKA_BOOTSTRAP_SERVERS, default localhost:9092); Ctrl-C stops it cleanly.
+// Consumer runs the consumer on this machine; Ctrl-C stops it cleanly.
+//
+// It reads from KAFKA_BOOTSTRAP_SERVERS, by default the compose Kafka's host
+// port (localhost:9092); CONSUMER_*, KAFKA_* and LOG_* pass through.
 func (Run) Consumer(ctx context.Context) error { return runService(ctx, "consumer") }
 
 // stopGrace is how long a service may take to stop after SIGTERM before it
@@ -26,11 +32,9 @@ func (Run) Consumer(ctx context.Context) error { return runService(ctx, "consume
 const stopGrace = 4 * time.Second
 
 // runService builds a service and runs it in the foreground with this
-// environment (KAFKA_*, PRODUCER_*, LOG_* pass through).
+// environment.
 func runService(ctx context.Context, name string) error {
-	if err := needCgo(); err != nil {
-		return err
-	}
+	mg.Deps(needCgo)
 	bin, err := buildService(name)
 	if err != nil {
 		return err
@@ -53,7 +57,7 @@ func serviceEnv() ([]string, error) {
 	if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") != "" {
 		return os.Environ(), nil
 	}
-	port, err := setting("KAFKA_HOST_PORT", "9092")
+	port, err := repo.Setting("KAFKA_HOST_PORT", "9092")
 	if err != nil {
 		return nil, err
 	}
@@ -62,6 +66,7 @@ func serviceEnv() ([]string, error) {
 
 // serviceCommand runs bin with env; when ctx ends (Ctrl-C in Mage) the
 // service gets SIGTERM and stopGrace to flush and close, never SIGKILL first.
+// (os/exec: mage/sh has no way to stop a command gently.)
 func serviceCommand(ctx context.Context, bin string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env

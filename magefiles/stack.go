@@ -1,19 +1,27 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/event-driven-go/kafka-go/internal/stack"
+	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
 )
 
-// Up starts Kafka with docker compose and waits until it is healthy.
+// Up starts Kafka with docker compose, waiting until healthy.
 //
 // The image is KAFKA_IMAGE, pulled when missing; where no registry answers,
 // the offline build of image:kafka.
 func Up() error {
+	mg.Deps(needDocker)
 	s, err := newStack()
 	if err != nil {
 		return err
@@ -25,8 +33,11 @@ func Up() error {
 	return s.up(image)
 }
 
-// Down stops and removes the project's containers and network, and keeps Kafka's data volume.
+// Down removes the project's containers; Kafka's data stays.
+//
+// The network goes too; the data volume is kept for the next up.
 func Down() error {
+	mg.Deps(needDocker)
 	s, err := newStack()
 	if err != nil {
 		return err
@@ -40,8 +51,12 @@ func Down() error {
 	return s.compose("--profile", "app", "down", "--remove-orphans")
 }
 
-// Clean is the tutorial's cleanup (stop, rm -f, volume prune) limited to this project's containers, networks and volumes.
+// Clean is the tutorial's cleanup, for this project only.
+//
+// Like the tutorial's stop, rm -f and volume prune, it removes the project's containers, networks and volumes, selected by
+// the compose project's label, and nothing else.
 func Clean() error {
+	mg.Deps(needDocker)
 	s, err := newStack()
 	if err != nil {
 		return err
@@ -69,7 +84,7 @@ func Clean() error {
 		if kind == "container" {
 			rm = append(rm, "--force", "--volumes")
 		}
-		if err := runV("", nil, "docker", append(rm, ids...)...); err != nil {
+		if err := sh.RunV("docker", append(rm, ids...)...); err != nil {
 			return err
 		}
 	}
@@ -77,54 +92,47 @@ func Clean() error {
 	return nil
 }
 
-// stack is the compose project of docker-compose.yml.
-type stack struct {
-	composeCmd []string // docker compose (v2) or docker-compose (v1)
-	project    string   // COMPOSE_PROJECT_NAME
-	hostPort   string   // KAFKA_HOST_PORT: Kafka's port on 127.0.0.1
-	env        []string // added to compose's environment (KAFKA_IMAGE)
+// composeStack is the compose project of docker-compose.yml.
+type composeStack struct {
+	composeCmd []string          // docker compose (v2) or docker-compose (v1)
+	project    string            // COMPOSE_PROJECT_NAME
+	hostPort   string            // KAFKA_HOST_PORT: Kafka's port on 127.0.0.1
+	env        map[string]string // added to compose's environment (KAFKA_IMAGE)
 }
 
-// newStack checks that Docker answers and finds the compose command.
-func newStack() (*stack, error) {
-	if err := needDocker(); err != nil {
-		return nil, err
-	}
-	s := &stack{}
+// newStack finds the compose command and the project's settings.
+func newStack() (*composeStack, error) {
+	s := &composeStack{env: map[string]string{}}
 	var err error
-	if s.project, err = setting("COMPOSE_PROJECT_NAME", "event-driven-kafka-go"); err != nil {
+	if s.project, err = repo.Setting("COMPOSE_PROJECT_NAME", "event-driven-kafka-go"); err != nil {
 		return nil, err
 	}
-	if s.hostPort, err = setting("KAFKA_HOST_PORT", "9092"); err != nil {
+	if s.hostPort, err = repo.Setting("KAFKA_HOST_PORT", "9092"); err != nil {
 		return nil, err
 	}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		s.composeCmd = []string{"docker", "compose"}
-		fmt.Println("Using docker compose (v2).")
-	} else if _, err := exec.LookPath("docker-compose"); err == nil {
-		s.composeCmd = []string{"docker-compose"}
-		fmt.Println("Using docker-compose (v1): docker compose (v2) is not installed.")
-	} else {
-		return nil, errors.New("neither docker compose (v2) nor docker-compose (v1) found: install one (Debian/Ubuntu: apt-get install docker-compose)")
+	if s.composeCmd, err = stack.ComposeCommand(); err != nil {
+		return nil, err
 	}
+	fmt.Printf("Using %s.\n", strings.Join(s.composeCmd, " "))
 	return s, nil
 }
 
 // compose runs a compose command on the project, showing its output.
-func (s *stack) compose(args ...string) error {
+func (s *composeStack) compose(args ...string) error {
 	args = append(append(s.composeCmd[1:], "--project-name", s.project), args...)
-	return runV("", s.env, s.composeCmd[0], args...)
+	fmt.Println(strings.Join(append(s.composeCmd[:1], args...), " "))
+	return sh.RunWithV(s.env, s.composeCmd[0], args...)
 }
 
 // bootstrap is the address host clients use.
-func (s *stack) bootstrap() string { return "localhost:" + s.hostPort }
+func (s *composeStack) bootstrap() string { return "localhost:" + s.hostPort }
 
 // up starts Kafka from image and waits until its healthcheck passes.
-func (s *stack) up(image string) error {
+func (s *composeStack) up(image string) error {
 	if err := s.checkPort(); err != nil {
 		return err
 	}
-	s.env = append(s.env, "KAFKA_IMAGE="+image)
+	s.env["KAFKA_IMAGE"] = image
 	if err := s.compose("up", "--detach", "kafka"); err != nil {
 		return fmt.Errorf("start Kafka: %w", err)
 	}
@@ -137,7 +145,7 @@ func (s *stack) up(image string) error {
 
 // checkPort fails with one line when Kafka's host port is taken by
 // something other than this project's Kafka.
-func (s *stack) checkPort() error {
+func (s *composeStack) checkPort() error {
 	if id, _ := s.kafkaContainer(true); id != "" {
 		return nil // ours, already running
 	}
@@ -150,7 +158,7 @@ func (s *stack) checkPort() error {
 
 // kafkaContainer returns the id of the project's Kafka container, if any
 // (only a running one when running is set).
-func (s *stack) kafkaContainer(running bool) (string, error) {
+func (s *composeStack) kafkaContainer(running bool) (string, error) {
 	args := []string{"ps", "--quiet", "--all",
 		"--filter", "label=com.docker.compose.project=" + s.project,
 		"--filter", "label=com.docker.compose.service=kafka"}
@@ -170,7 +178,7 @@ func (s *stack) kafkaContainer(running bool) (string, error) {
 
 // waitHealthy polls the Kafka container's health until it is healthy,
 // unhealthy, gone, or timeout passed; failures carry its last log lines.
-func (s *stack) waitHealthy(timeout time.Duration) error {
+func (s *composeStack) waitHealthy(timeout time.Duration) error {
 	id, err := s.kafkaContainer(false)
 	if err != nil {
 		return err
@@ -200,7 +208,7 @@ func (s *stack) waitHealthy(timeout time.Duration) error {
 }
 
 // labelled lists the ids of the project's containers, volumes or networks.
-func (s *stack) labelled(kind string) ([]string, error) {
+func (s *composeStack) labelled(kind string) ([]string, error) {
 	args := []string{kind, "ls", "--quiet", "--filter", "label=com.docker.compose.project=" + s.project}
 	if kind == "container" {
 		args = []string{"ps", "--all", "--quiet", "--filter", "label=com.docker.compose.project=" + s.project}
@@ -215,4 +223,49 @@ func (s *stack) labelled(kind string) ([]string, error) {
 func lastLogs(id string) string {
 	out, _ := exec.Command("docker", "logs", "--tail", "20", id).CombinedOutput()
 	return strings.TrimRight(string(out), "\n")
+}
+
+// kafkaImage returns the Kafka image that up, demo, test and bench run:
+// KAFKA_IMAGE (environment over .env) when it is on this machine or can be
+// pulled; else, unless KAFKA_IMAGE was set in the environment, the offline
+// image (image:kafka), reused when current and built when not. offline
+// tells that the registry could not be reached.
+func kafkaImage() (image string, offline bool, err error) {
+	version, err := repo.Setting("KAFKA_VERSION", "")
+	if err != nil {
+		return "", false, err
+	}
+	if image, err = repo.Setting("KAFKA_IMAGE", "apache/kafka:"+version); err != nil {
+		return "", false, err
+	}
+	pullErr := ensureImage(image)
+	if pullErr == nil {
+		return image, false, nil
+	}
+	if os.Getenv("KAFKA_IMAGE") != "" {
+		return "", true, fmt.Errorf("KAFKA_IMAGE=%s is not on this machine and could not be pulled: %w", image, pullErr)
+	}
+	fmt.Fprintf(os.Stderr, "Kafka image %s could not be pulled (%v): using the offline build (go tool mage image:kafka).\n", image, pullErr)
+	tag, err := builder.Kafka()
+	if err != nil {
+		return "", true, fmt.Errorf("%s could not be pulled and the offline image could not be built: %w", image, err)
+	}
+	return tag, true, nil
+}
+
+// ensureImage pulls ref unless it is on this machine; the error is the
+// pull's last line. (os/exec: sh cannot tee the output it shows.)
+func ensureImage(ref string) error {
+	if exec.Command("docker", "image", "inspect", ref).Run() == nil {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "docker pull %s\n", ref)
+	var out bytes.Buffer
+	cmd := exec.Command("docker", "pull", ref)
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stderr, &out), io.MultiWriter(os.Stderr, &out)
+	if err := cmd.Run(); err != nil {
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		return fmt.Errorf("docker pull: %s", lines[len(lines)-1])
+	}
+	return nil
 }

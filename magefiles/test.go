@@ -3,37 +3,37 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
 )
 
-// testTimeout bounds the e2e suite; CI jobs around it allow more, so that a
-// hang ends with the test binary's goroutine dump.
+// testTimeout bounds the test binary; CI jobs around it allow more, so that
+// a hang ends with the test binary's goroutine dump.
 const testTimeout = "20m"
 
-// Test runs every test: the workflow's lint and unit jobs as a runner does, then the e2e suite.
+// Test runs lint, unit tests and the e2e suite, as CI does.
 //
 // The e2e suite runs KAFKA_IMAGE (pulled when missing; where no registry
 // answers, the offline build of image:kafka) and the service images (built
-// with docker compose; offline, with image:apps). Without a Docker engine the
-// tests that need it are skipped with one line, except under CI=true or
-// E2E_REQUIRED=1, where that is a failure.
+// with docker compose; offline, with image:apps). Its workflow test runs the
+// lint and unit jobs of .github/workflows/ci.yml the way a runner does.
+// Without a Docker engine the tests that need it are skipped with one line,
+// except under CI=true or E2E_REQUIRED=1, where that is a failure.
 func Test() error {
-	if err := needCgo(); err != nil {
-		return err
-	}
+	mg.Deps(needCgo)
 	env, err := e2eImages()
 	if err != nil {
 		return err
 	}
-	if err := runV("e2e", env, goCmd(), "test", "-count=1", "-v", "-timeout="+testTimeout, "./..."); err != nil {
-		return fmt.Errorf("tests: %w", err)
-	}
-	return nil
+	fmt.Printf("go -C e2e test -count=1 -v -timeout=%s ./...  (%v)\n", testTimeout, env)
+	return sh.RunWithV(env, goCmd, "-C", "e2e", "test", "-count=1", "-v", "-timeout="+testTimeout, "./...")
 }
 
 // e2eImages finds or builds the images the e2e suite runs and returns the
-// environment that names them. Without Docker it returns nothing: the suite
+// environment that names them. Without Docker it returns none: the suite
 // says what it skips.
-func e2eImages() ([]string, error) {
+func e2eImages() (map[string]string, error) {
 	if err := needDocker(); err != nil {
 		fmt.Printf("%v: the e2e suite skips the tests that need Docker.\n", err)
 		return nil, nil
@@ -48,9 +48,7 @@ func e2eImages() ([]string, error) {
 			return nil, err
 		}
 	}
-	env := []string{"KAFKA_IMAGE=" + kafka, "PRODUCER_IMAGE=" + producer, "CONSUMER_IMAGE=" + consumer}
-	fmt.Printf("Images: %v\n", env)
-	return env, nil
+	return map[string]string{"KAFKA_IMAGE": kafka, "PRODUCER_IMAGE": producer, "CONSUMER_IMAGE": consumer}, nil
 }
 
 // appImages builds the service images with docker compose, as users of the
@@ -63,15 +61,15 @@ func appImages(offline bool) (producer, consumer string, err error) {
 		}
 		err = s.compose("--profile", "app", "build")
 		if err == nil {
-			if producer, err = setting("PRODUCER_IMAGE", ""); err != nil {
+			if producer, err = repo.Setting("PRODUCER_IMAGE", ""); err != nil {
 				return "", "", err
 			}
-			consumer, err = setting("CONSUMER_IMAGE", "")
+			consumer, err = repo.Setting("CONSUMER_IMAGE", "")
 			return producer, consumer, err
 		}
 		fmt.Printf("docker compose could not build the service images (%v): building them offline (go tool mage image:apps).\n", err)
 	}
-	tags, err := buildAppImages()
+	tags, err := builder.Apps()
 	if err != nil {
 		return "", "", fmt.Errorf("build the service images offline: %w", err)
 	}

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"maps"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/event-driven-go/kafka-go/internal/stack"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -54,7 +53,7 @@ func newBench(ctx context.Context, p plan) (*bench, error) {
 	}
 	b.setup.loadBefore = loadAverage()
 	var err error
-	if b.setup.image, err = setting("KAFKA_IMAGE", ""); err != nil {
+	if b.setup.image, err = repo.Setting("KAFKA_IMAGE", ""); err != nil {
 		return nil, err
 	}
 	if exec.Command("docker", "image", "inspect", b.setup.image).Run() != nil {
@@ -64,7 +63,9 @@ func newBench(ctx context.Context, p plan) (*bench, error) {
 		name string
 		path *string
 	}{{"producer", &b.producer}, {"consumer", &b.consumer}} {
-		if *s.path, err = buildService(s.name); err != nil {
+		*s.path = filepath.Join("build", "bin", s.name)
+		fmt.Printf("go build -o %s ./%s\n", *s.path, s.name)
+		if err := repo.Build(s.name, *s.path); err != nil {
 			return nil, err
 		}
 	}
@@ -103,42 +104,27 @@ func (b *bench) close() {
 	}
 }
 
-// startBroker runs a single KRaft node in the host's network namespace on
-// two free loopback ports, and waits for a metadata round trip.
+// startBroker runs the compose file's Kafka node in the host's network
+// namespace, its ports moved to free loopback ones, and waits for a
+// metadata round trip.
 func (b *bench) startBroker(ctx context.Context) error {
-	ports, err := freePorts(2)
+	ports, err := stack.FreePorts(1)
 	if err != nil {
 		return err
 	}
-	client, controller := ports[0], ports[1]
-	b.bootstrap = fmt.Sprintf("127.0.0.1:%d", client)
+	node, err := brokerNode(repo, ports[0])
+	if err != nil {
+		return err
+	}
+	b.bootstrap = fmt.Sprintf("localhost:%d", ports[0])
 	b.container = fmt.Sprintf("bench-kafka-%d", os.Getpid())
 	b.setup.network = fmt.Sprintf("host network namespace: the broker listens on %s, clients connect over loopback (no docker-proxy, bridge or NAT)", b.bootstrap)
-	env := map[string]string{
-		"KAFKA_NODE_ID":                                          "1",
-		"KAFKA_PROCESS_ROLES":                                    "broker,controller",
-		"KAFKA_LISTENERS":                                        fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", client, controller),
-		"KAFKA_ADVERTISED_LISTENERS":                             "PLAINTEXT://" + b.bootstrap,
-		"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":                   "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-		"KAFKA_INTER_BROKER_LISTENER_NAME":                       "PLAINTEXT",
-		"KAFKA_CONTROLLER_LISTENER_NAMES":                        "CONTROLLER",
-		"KAFKA_CONTROLLER_QUORUM_VOTERS":                         fmt.Sprintf("1@127.0.0.1:%d", controller),
-		"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":                 "1",
-		"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR":         "1",
-		"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":                    "1",
-		"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
-		"KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR":            "1",
-		"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":                 "0",
-		"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                        "false",
-		"KAFKA_LOG_DIRS":                                         "/var/lib/kafka/data",
-		"CLUSTER_ID":                                             "YmVuY2gtYnJva2VyLTAwMA",
+	// The compose service's hostname names the node in its own settings.
+	args := []string{"run", "--detach", "--name", b.container, "--network", "host", "--add-host", "kafka:127.0.0.1"}
+	for _, kv := range slices.Sorted(slices.Values(node.EnvList())) {
+		args = append(args, "--env", kv)
 	}
-	args := []string{"run", "--detach", "--name", b.container, "--network", "host"}
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		args = append(args, "--env", k+"="+env[k])
-	}
-	args = append(args, b.setup.image)
-	if err := runV("", nil, "docker", args...); err != nil {
+	if err := docker(append(args, b.setup.image)...); err != nil {
 		return fmt.Errorf("start the bench broker: %w", err)
 	}
 	if b.cl, err = kgo.NewClient(kgo.SeedBrokers(b.bootstrap)); err != nil {
@@ -158,56 +144,59 @@ func (b *bench) startBroker(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench broker not answering at %s within 2 minutes; its last log lines:\n%s", b.bootstrap, lastLogs(b.container))
+			logs, _ := exec.Command("docker", "logs", "--tail", "20", b.container).CombinedOutput()
+			return fmt.Errorf("bench broker not answering at %s within 2 minutes; its last log lines:\n%s", b.bootstrap, logs)
 		}
 		fmt.Print(".")
 		time.Sleep(time.Second)
 	}
 }
 
-// freePorts returns n distinct free TCP ports on 127.0.0.1. They are free
-// when chosen; the broker binds them a moment later.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+// brokerNode is the compose file's Kafka node on the host network, its
+// host listener on hostPort: the broker users run, changed only in where it
+// listens.
+func brokerNode(r stack.Repo, hostPort int) (stack.Node, error) {
+	node, err := r.KafkaNode(map[string]string{"KAFKA_HOST_PORT": fmt.Sprint(hostPort)})
+	if err != nil {
+		return stack.Node{}, err
 	}
-	return ports, nil
+	return node.OnHostNetwork()
+}
+
+// docker runs a docker command, printing it first.
+func docker(args ...string) error {
+	fmt.Println("docker " + strings.Join(args, " "))
+	cmd := exec.Command("docker", args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("docker %s: %w", args[0], err)
+	}
+	return nil
 }
 
 // kafkaTools copies /opt/kafka (scripts, jars, configs) out of image once
 // per image, so that the perf tools are those of the broker's own release,
 // and returns the folder of their scripts.
 func kafkaTools(image string) (string, error) {
-	id, err := imageID(image)
+	out, err := exec.Command("docker", "image", "inspect", "--format", "{{.Id}}", image).Output()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("docker image inspect %s: %w", image, err)
 	}
+	id := strings.TrimSpace(string(out))
 	dir := filepath.Join(benchDir, "kafka")
 	stamp := dir + ".image"
-	if got, err := os.ReadFile(stamp); err == nil && string(got) == id && fileExists(filepath.Join(dir, "bin")) {
+	if got, err := os.ReadFile(stamp); err == nil && string(got) == id && exists(filepath.Join(dir, "bin")) {
 		return filepath.Join(dir, "bin"), nil
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("clear %s: %w", dir, err)
 	}
 	name := fmt.Sprintf("bench-tools-%d", os.Getpid())
-	if err := runV("", nil, "docker", "create", "--name", name, image); err != nil {
+	if err := docker("create", "--name", name, image); err != nil {
 		return "", fmt.Errorf("copy Kafka's tools out of %s: %w", image, err)
 	}
 	defer func() { _ = exec.Command("docker", "rm", "--force", name).Run() }()
-	if err := runV("", nil, "docker", "cp", name+":/opt/kafka", dir); err != nil {
+	if err := docker("cp", name+":/opt/kafka", dir); err != nil {
 		return "", fmt.Errorf("copy Kafka's tools out of %s: %w", image, err)
 	}
 	if err := os.WriteFile(stamp, []byte(id), 0o644); err != nil {
@@ -438,4 +427,16 @@ func (b *bench) brokerGC(ctx context.Context, from, to time.Time) (count int, lo
 		}
 	}
 	return count, longest, true
+}
+
+// exists tells whether path exists.
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// firstLine is the first line of a command's output, trimmed.
+func firstLine(b []byte) string {
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return line
 }

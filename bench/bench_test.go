@@ -1,9 +1,12 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/event-driven-go/kafka-go/internal/stack"
 )
 
 func TestParseProducerPerf(t *testing.T) {
@@ -257,5 +260,32 @@ func TestParseGCPauses(t *testing.T) {
 	}
 	if got[1].d != 1500*time.Microsecond || !got[1].at.Equal(time.Date(2026, 11, 25, 18, 21, 36, 914e6, time.UTC)) {
 		t.Errorf("second pause %+v (its zone is +0200)", got[1])
+	}
+}
+
+// The bench broker is the compose file's node: the same settings, but for
+// the ports it listens on and the loopback address it binds.
+func TestBrokerNode_isTheComposeFiles(t *testing.T) {
+	r := stack.Repo{Dir: ".."}
+	compose, err := r.KafkaNode(map[string]string{"KAFKA_HOST_PORT": "31234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bench, err := brokerNode(r, 31234)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := regexp.MustCompile(`(127\.0\.0\.1)?:\d+`)
+	for k, v := range compose.Env {
+		got, ok := bench.Env[k]
+		if !ok || ports.ReplaceAllString(got, ":N") != ports.ReplaceAllString(v, ":N") {
+			t.Errorf("%s = %q on the bench broker; the compose file's is %q", k, got, v)
+		}
+	}
+	if len(bench.Env) != len(compose.Env) {
+		t.Errorf("the bench broker has %d settings, the compose file's node %d", len(bench.Env), len(compose.Env))
+	}
+	if !strings.Contains(bench.Env["KAFKA_LISTENERS"], "127.0.0.1:31234") {
+		t.Errorf("KAFKA_LISTENERS = %q; want the host listener on 127.0.0.1:31234", bench.Env["KAFKA_LISTENERS"])
 	}
 }
