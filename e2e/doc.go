@@ -9,8 +9,10 @@
 //
 // Run it with `go tool mage test`, or in this directory:
 //
-//	go test -count=1 -v -timeout 30m ./...
+//	go test -count=1 -v -timeout 20m ./...
 //
 // -short skips the long scenarios. Without Docker the tests that need it are
 // skipped, unless CI=true or E2E_REQUIRED=1, which turn that into a failure.
+// TestWorkflow_registryFreeJobs runs the lint and unit jobs of the GitHub
+// workflow the way a runner does; it needs no Docker.
 package e2e
