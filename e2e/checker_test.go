@@ -22,12 +22,14 @@ type observation struct {
 }
 
 // fault is what at-least-once allows a consumer group to handle again after
-// one fault: per partition, the offsets after the last one it committed
-// before the fault, up to the highest one it had handled before the fault.
+// one fault: per partition, the offsets after C, the last one it committed
+// as handled before the fault, up to H, the highest one it handled before
+// its position could go back (a killed consumer: when it died; a broker
+// restart: when its first commit after the fault was accepted).
 type fault struct {
 	at        time.Time       // when the fault began
-	committed map[int32]int64 // the group's committed offset (the next to read) before the fault
-	handled   map[int32]int64 // the highest offset handled before the fault
+	committed map[int32]int64 // the group's committed offset (the next to read, C+1) before the fault
+	handled   map[int32]int64 // H
 }
 
 // window returns the offsets of partition p that may be redelivered after
@@ -68,7 +70,7 @@ type figures struct {
 	Foreign      int // messages in the log that nobody in the scenario sent
 	Received     int // deliveries logged by the consumers
 	DeadLettered int // messages the consumers dead-lettered
-	DupBound     int // redeliveries the faults allow: the sum over faults of H-C
+	DupBound     int // redeliveries the faults allow: the sum over faults and partitions of H-C
 	DupOutside   int // redeliveries outside the (C, H] window of the fault before them
 
 	extra    []string // the scenario's own figures, key=value

@@ -193,9 +193,9 @@ func createTopic(p *kafka.Producer, topic string) error {
 }
 
 // restart stops the broker with sig (SIGTERM: a clean shutdown; SIGKILL: a
-// crash), calls whileDown once it has stopped, starts it again and waits
-// until it serves clients. It returns how long the broker was unavailable.
-func (b *broker) restart(sig dc.Signal, whileDown func()) (time.Duration, error) {
+// crash), starts it again and waits until it serves clients. It returns how
+// long the broker was unavailable.
+func (b *broker) restart(sig dc.Signal) (time.Duration, error) {
 	start := time.Now()
 	id := b.res.Container.ID
 	if err := b.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: sig}); err != nil {
@@ -206,7 +206,6 @@ func (b *broker) restart(sig dc.Signal, whileDown func()) (time.Duration, error)
 	if _, err := b.pool.Client.WaitContainerWithContext(id, ctx); err != nil {
 		return 0, fmt.Errorf("wait for %s to stop: %w", b.name, err)
 	}
-	whileDown()
 	if err := b.pool.Client.StartContainer(id, nil); err != nil {
 		return 0, fmt.Errorf("start %s again: %w", b.name, err)
 	}

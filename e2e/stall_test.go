@@ -23,6 +23,8 @@ var (
 	toldLeader = regexp.MustCompile(`Topic (\S+) \[(\d+)\] Leader (-?\d+) Epoch (-?\d+)`)
 	// applied: the client changed its own view of the partition's leader.
 	appliedLeader = regexp.MustCompile(`(\S+) \[(\d+)\]: leader (-?\d+) epoch (-?\d+) -> leader (-?\d+) epoch (-?\d+)`)
+	// applying: the same change, as librdkafka also logs it (without epochs).
+	applyingLeader = regexp.MustCompile(`(\S+) \[(\d+)\]: applying leader-id update (-?\d+) -> (-?\d+)`)
 )
 
 // progress is a client and the test of whether it moved on after a fault.
@@ -73,6 +75,9 @@ func brokerLeaders(bootstrap, topic string) (map[int32]int32, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := md.Topics[topic].Error; err.Code() != kafka.ErrNoError {
+		return nil, err
+	}
 	leaders := map[int32]int32{}
 	for _, p := range md.Topics[topic].Partitions {
 		leaders[p.ID] = p.Leader
@@ -85,6 +90,7 @@ func brokerLeaders(bootstrap, topic string) (map[int32]int32, error) {
 func stallReport(name string, lines []logLine, topic string, broker map[int32]int32, brokerErr error) string {
 	type view struct {
 		told, applied   string
+		toldLeader      int
 		appliedLeader   int
 		toldAt, applyAt time.Time
 	}
@@ -92,7 +98,7 @@ func stallReport(name string, lines []logLine, topic string, broker map[int32]in
 	get := func(p string) *view {
 		n, _ := strconv.Atoi(p)
 		if views[int32(n)] == nil {
-			views[int32(n)] = &view{appliedLeader: -2}
+			views[int32(n)] = &view{toldLeader: -2, appliedLeader: -2}
 		}
 		return views[int32(n)]
 	}
@@ -100,11 +106,17 @@ func stallReport(name string, lines []logLine, topic string, broker map[int32]in
 		if m := toldLeader.FindStringSubmatch(l.Msg); m != nil && m[1] == topic {
 			v := get(m[2])
 			v.told, v.toldAt = "leader "+m[3]+" epoch "+m[4], l.Time
+			v.toldLeader, _ = strconv.Atoi(m[3])
 		}
 		if m := appliedLeader.FindStringSubmatch(l.Msg); m != nil && m[1] == topic {
 			v := get(m[2])
 			v.applied, v.applyAt = "leader "+m[5]+" epoch "+m[6], l.Time
 			v.appliedLeader, _ = strconv.Atoi(m[5])
+		}
+		if m := applyingLeader.FindStringSubmatch(l.Msg); m != nil && m[1] == topic {
+			v := get(m[2])
+			v.applied, v.applyAt = "leader "+m[4], l.Time
+			v.appliedLeader, _ = strconv.Atoi(m[4])
 		}
 	}
 	var b strings.Builder
@@ -129,8 +141,12 @@ func stallReport(name string, lines []logLine, topic string, broker map[int32]in
 			fmt.Fprintf(&b, "the broker reports leader %d", leader)
 		}
 		if ok && brokerErr == nil && leader >= 0 && v.appliedLeader == -1 {
-			b.WriteString("\n    => the client holds no leader while the broker has one: librdkafka#5430 " +
-				"(a leader update skipped after a broker restart; restarting the client recovers it)")
+			how := "it was not told of the broker's leader since"
+			if v.toldLeader >= 0 && v.toldAt.After(v.applyAt) {
+				how = "it was told of a leader it did not apply"
+			}
+			fmt.Fprintf(&b, "\n    => the client holds no leader while the broker has one (%s): librdkafka#5430, "+
+				"a leader update skipped after a broker restart; restarting the client recovers it", how)
 		}
 	}
 	return b.String()
@@ -170,8 +186,13 @@ func TestStallReport_namesTheLeaderStall(t *testing.T) {
 		{"stalled on a lost leader", stuck, map[int32]int32{0: 1}, []string{
 			"consumer stopped making progress",
 			"t [0]: last told leader 1 epoch 2 at 10:00:09.000; last applied leader -1 epoch 1 at 10:00:05.000; the broker reports leader 1",
-			"librdkafka#5430",
+			"told of a leader it did not apply", "librdkafka#5430",
 		}, nil},
+		{"never told of the new leader", stuck[:3], map[int32]int32{0: 1}, []string{
+			"last told leader 1 epoch 0", "not told of the broker's leader since", "librdkafka#5430",
+		}, nil},
+		{"applied through the other log line", append(stuck[:4:4], line(9, "t [0]: applying leader-id update -1 -> 1 (epoch 2)")),
+			map[int32]int32{0: 1}, []string{"last applied leader 1 at 10:00:09.000"}, []string{"librdkafka#5430"}},
 		{"broker without a leader too", stuck, map[int32]int32{0: -1}, []string{"the broker reports leader -1"}, []string{"librdkafka#5430"}},
 		{"leader applied", healthy, map[int32]int32{0: 1}, []string{"last applied leader 1 epoch 2"}, []string{"librdkafka#5430"}},
 		{"no debug lines", nil, map[int32]int32{0: 1}, []string{"logged nothing about the leaders", leaderDebug}, []string{"librdkafka#5430"}},

@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,8 +109,14 @@ jobs:
         env:
           WHO: step
         run: echo "$(basename "$PWD") $WHO ${{ matrix.module }}" >> ../seen
+      - name: Writes GITHUB_ENV
+        run: printf 'FROM_FILE=file\nBOTH=file\n' >> "$GITHUB_ENV"
+      - name: Reads it, its own env first
+        env:
+          BOTH: step
+        run: echo "$FROM_FILE $BOTH ${KAFKA_IMAGE:-clean}" >> ../seen
       - name: Only for b
-        if: matrix.module == 'b' && !(matrix.module != 'b')
+        if: matrix.module == 'b' && !(matrix.module != 'b') && 'a b' == 'A B'
         run: echo "only-b" >> ../seen
       - name: Broken in b
         if: ${{ matrix.module != 'a' }}
@@ -119,6 +127,9 @@ jobs:
           echo "never printed"
       - name: After a failure
         run: echo "after" >> ../seen
+      - name: After a failure, with a condition that holds
+        if: matrix.module != 'a'
+        run: echo "conditional-after-failure" >> ../seen
       - name: On failure
         if: failure()
         run: echo "on-failure ${{ matrix.module }}" >> ../seen
@@ -135,6 +146,7 @@ jobs:
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Setenv("KAFKA_IMAGE", "a developer's export")
 	var errs []error
 	for _, m := range combos {
 		_, err := (&runner{dir: dir, wf: wf, jobID: "unit", matrix: m}).run()
@@ -156,7 +168,7 @@ jobs:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "a step a\nafter\nb step b\nonly-b\non-failure b\n"
+	want := "a step a\nfile step clean\nafter\nb step b\nfile step clean\nonly-b\non-failure b\n"
 	if string(seen) != want {
 		t.Errorf("steps wrote\n%s\nwant\n%s", seen, want)
 	}
@@ -273,7 +285,12 @@ type stepResult struct {
 // run runs the job's steps in order and returns the first failure.
 func (r *runner) run() ([]stepResult, error) {
 	j := r.wf.Jobs[r.jobID]
-	envFile := filepath.Join(r.dir, ".github-env-"+r.jobID)
+	f, err := os.CreateTemp("", "github-env-*")
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	envFile := f.Name()
 	defer os.Remove(envFile)
 	var results []stepResult
 	var firstErr error
@@ -325,6 +342,9 @@ func (r *runner) step(s step, envFile string) error {
 		if !slices.Contains(knownActions, action) {
 			return fmt.Errorf("action %s is not known to this runner", s.Uses)
 		}
+		if file, ok := s.With["go-version-file"].(string); ok {
+			return checkGoVersionFile(filepath.Join(r.dir, file))
+		}
 		return nil
 	}
 	j := r.wf.Jobs[r.jobID]
@@ -372,35 +392,80 @@ func (r *runner) step(s step, envFile string) error {
 	return nil
 }
 
-// environment is this process's environment as a runner would have it
-// (no GOWORK, CI=true, GITHUB_ACTIONS=true: a step that runs the tests
-// does not start this runner again), then the workflow's, the job's and
-// the step's env, and what earlier steps wrote to GITHUB_ENV.
+// runnerEnv says which variables of this process a runner's shell would
+// have too: the system's, the Go toolchain's and proxies, not the ones a
+// developer exported for this project (KAFKA_IMAGE, E2E_REQUIRED, ...).
+var runnerEnv = regexp.MustCompile(`^(PATH|HOME|USER|LANG|LC_[A-Z]+|TMPDIR|TERM|(?i:[a-z]+_proxy)|GO[A-Z0-9]+|CC|CXX)$`)
+
+// checkGoVersionFile fails when the file setup-go reads names no Go version
+// or one newer than the toolchain running here, which then stands in for it.
+func checkGoVersionFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("setup-go go-version-file: %w", err)
+	}
+	m := regexp.MustCompile(`(?m)^go (\d+\.\d+(\.\d+)?)\s*$`).FindSubmatch(b)
+	if m == nil {
+		return fmt.Errorf("setup-go go-version-file %s names no go version", path)
+	}
+	want, have := string(m[1]), strings.TrimPrefix(runtime.Version(), "go")
+	if versionNumbers(want) > versionNumbers(have) {
+		return fmt.Errorf("setup-go would install go%s; this runner has go%s", want, have)
+	}
+	return nil
+}
+
+// versionNumbers orders Go versions such as 1.26 and 1.26.8.
+func versionNumbers(v string) int {
+	n := 0
+	parts := strings.SplitN(v, ".", 3)
+	for i := range 3 {
+		d := 0
+		if i < len(parts) {
+			d, _ = strconv.Atoi(strings.TrimLeftFunc(parts[i], func(r rune) bool { return r < '0' || r > '9' }))
+		}
+		n = n*1000 + d
+	}
+	return n
+}
+
+// environment is a runner's environment (CI=true, GITHUB_ACTIONS=true: a
+// step that runs the tests does not start this runner again; no GOWORK or
+// GOFLAGS of this process), then the workflow's and the job's env, what
+// earlier steps wrote to GITHUB_ENV, and the step's env, in GitHub's order.
 func (r *runner) environment(s step, envFile string) ([]string, error) {
 	env := map[string]string{}
 	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
+		if k, v, _ := strings.Cut(kv, "="); runnerEnv.MatchString(k) && k != "GOWORK" && k != "GOFLAGS" {
+			env[k] = v
+		}
 	}
-	delete(env, "GOWORK")
 	env["CI"] = "true"
 	env["GITHUB_ACTIONS"] = "true"
 	env["GITHUB_WORKSPACE"] = r.dir
 	env["GITHUB_ENV"] = envFile
-	for _, layer := range []map[string]string{r.wf.Env, r.wf.Jobs[r.jobID].Env, s.Env} {
+	fromFile := map[string]string{}
+	if b, err := os.ReadFile(envFile); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			k, v, ok := strings.Cut(line, "=")
+			switch {
+			case line == "":
+			case !ok:
+				return nil, fmt.Errorf("GITHUB_ENV line %q: only NAME=value is followed by this runner", line)
+			case strings.HasPrefix(k, "GITHUB_") || strings.HasPrefix(k, "RUNNER_"):
+				return nil, fmt.Errorf("GITHUB_ENV sets %s, which GitHub does not allow", k)
+			default:
+				fromFile[k] = v
+			}
+		}
+	}
+	for _, layer := range []map[string]string{r.wf.Env, r.wf.Jobs[r.jobID].Env, fromFile, s.Env} {
 		for k, v := range layer {
 			v, err := r.expand(v)
 			if err != nil {
 				return nil, fmt.Errorf("env %s: %w", k, err)
 			}
 			env[k] = v
-		}
-	}
-	if b, err := os.ReadFile(envFile); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok {
-				env[k] = v
-			}
 		}
 	}
 	out := make([]string, 0, len(env))
@@ -426,15 +491,22 @@ func (r *runner) expand(s string) (string, error) {
 	return out, err
 }
 
-// condition evaluates a step's if:, written with or without ${{ }}; an
-// empty one is success(), as on GitHub.
+// statusFunction matches the functions that say which job status a step runs on.
+var statusFunction = regexp.MustCompile(`\b(success|failure|always|cancelled)\(`)
+
+// condition evaluates a step's if:, written with or without ${{ }}. As on
+// GitHub, a condition that names no status function means
+// success() && (condition), and an empty one success().
 func (r *runner) condition(cond string) (bool, error) {
 	cond = strings.TrimSpace(cond)
 	if m := expression.FindStringSubmatch(cond); m != nil && m[0] == cond {
 		cond = m[1]
 	}
-	if cond == "" {
+	switch {
+	case strings.TrimSpace(cond) == "":
 		cond = "success()"
+	case !statusFunction.MatchString(cond):
+		cond = "success() && (" + cond + ")"
 	}
 	v, err := r.eval(cond)
 	return truthy(v), err
@@ -444,9 +516,17 @@ func (r *runner) condition(cond string) (bool, error) {
 // workflow uses: matrix values, string literals, ==, !=, !, &&, ||,
 // parentheses and the status functions. Anything else is an error.
 func (r *runner) eval(src string) (any, error) {
-	p := &exprParser{toks: exprTokens.FindAllString(src, -1), r: r}
-	if strings.Join(p.toks, "") != strings.Join(strings.Fields(src), "") {
-		return nil, fmt.Errorf("expression %q: not understood by this runner", src)
+	p := &exprParser{r: r}
+	end := 0
+	for _, loc := range exprTokens.FindAllStringIndex(src, -1) {
+		if strings.TrimSpace(src[end:loc[0]]) != "" {
+			return nil, fmt.Errorf("expression %q: %q is not understood by this runner", src, strings.TrimSpace(src[end:loc[0]]))
+		}
+		p.toks = append(p.toks, src[loc[0]:loc[1]])
+		end = loc[1]
+	}
+	if strings.TrimSpace(src[end:]) != "" {
+		return nil, fmt.Errorf("expression %q: %q is not understood by this runner", src, strings.TrimSpace(src[end:]))
 	}
 	v, err := p.or()
 	if err == nil && p.pos < len(p.toks) {
@@ -489,16 +569,39 @@ func (p *exprParser) or() (any, error) {
 }
 
 func (p *exprParser) and() (any, error) {
-	v, err := p.not()
+	v, err := p.compare()
 	for err == nil && p.peek() == "&&" {
 		p.next()
 		var w any
-		if w, err = p.not(); !truthy(v) {
+		if w, err = p.compare(); !truthy(v) {
 			continue
 		}
 		v = w
 	}
 	return v, err
+}
+
+// compare is a == or != between two operands; ! binds tighter, as on GitHub.
+func (p *exprParser) compare() (any, error) {
+	v, err := p.not()
+	if err != nil || (p.peek() != "==" && p.peek() != "!=") {
+		return v, err
+	}
+	op := p.next()
+	w, err := p.not()
+	if err != nil {
+		return nil, err
+	}
+	a, aok := v.(string)
+	b, bok := w.(string)
+	if !aok || !bok {
+		if fmt.Sprintf("%T", v) != fmt.Sprintf("%T", w) {
+			return nil, fmt.Errorf("%v %s %v: comparing a %T with a %T is not followed by this runner", v, op, w, v, w)
+		}
+		return (v == w) == (op == "=="), nil
+	}
+	// GitHub compares strings ignoring case.
+	return strings.EqualFold(a, b) == (op == "=="), nil
 }
 
 func (p *exprParser) not() (any, error) {
@@ -507,19 +610,7 @@ func (p *exprParser) not() (any, error) {
 		v, err := p.not()
 		return !truthy(v), err
 	}
-	return p.compare()
-}
-
-func (p *exprParser) compare() (any, error) {
-	v, err := p.primary()
-	if err != nil || (p.peek() != "==" && p.peek() != "!=") {
-		return v, err
-	}
-	op := p.next()
-	w, err := p.primary()
-	// GitHub compares strings ignoring case.
-	equal := strings.EqualFold(fmt.Sprint(v), fmt.Sprint(w))
-	return equal == (op == "=="), err
+	return p.primary()
 }
 
 func (p *exprParser) primary() (any, error) {
@@ -582,6 +673,9 @@ func cleanCopy(t *testing.T) string {
 	out, err := exec.Command("git", "-C", repoRoot, "ls-files", "-z", "--cached", "--others", "--exclude-standard").Output()
 	if err != nil {
 		t.Fatalf("list the repository's files with git (this test needs a git checkout): %v", err)
+	}
+	if untracked, err := exec.Command("git", "-C", repoRoot, "ls-files", "--others", "--exclude-standard").Output(); err == nil && len(untracked) > 0 {
+		t.Logf("copied files git does not track yet (add them, or GitHub will not have them):\n%s", untracked)
 	}
 	dst := filepath.Join(t.TempDir(), "repo")
 	for _, rel := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {

@@ -227,8 +227,9 @@ func lastLogs(id string) string {
 
 // kafkaImage returns the Kafka image that up, demo, test and bench run:
 // KAFKA_IMAGE (environment over .env) when it is on this machine or can be
-// pulled; else, unless KAFKA_IMAGE was set in the environment, the offline
-// image (image:kafka), reused when current and built when not. offline
+// pulled; else, when it is the default apache/kafka:<KAFKA_VERSION>, the
+// offline image of the same version (image:kafka), reused when current and
+// built when not. Any other image that cannot be had is an error. offline
 // tells that the registry could not be reached.
 func kafkaImage() (image string, offline bool, err error) {
 	version, err := repo.Setting("KAFKA_VERSION", "")
@@ -242,7 +243,7 @@ func kafkaImage() (image string, offline bool, err error) {
 	if pullErr == nil {
 		return image, false, nil
 	}
-	if os.Getenv("KAFKA_IMAGE") != "" {
+	if image != "apache/kafka:"+version {
 		return "", true, fmt.Errorf("KAFKA_IMAGE=%s is not on this machine and could not be pulled: %w", image, pullErr)
 	}
 	fmt.Fprintf(os.Stderr, "Kafka image %s could not be pulled (%v): using the offline build (go tool mage image:kafka).\n", image, pullErr)
@@ -265,7 +266,7 @@ func ensureImage(ref string) error {
 	cmd.Stdout, cmd.Stderr = io.MultiWriter(os.Stderr, &out), io.MultiWriter(os.Stderr, &out)
 	if err := cmd.Run(); err != nil {
 		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-		return fmt.Errorf("docker pull: %s", lines[len(lines)-1])
+		return fmt.Errorf("docker pull: %s: %w", lines[len(lines)-1], err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
@@ -26,9 +27,20 @@ func Test() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("go -C e2e test -count=1 -v -timeout=%s ./...  (%v)\n", testTimeout, env)
-	return sh.RunWithV(env, goCmd, "-C", "e2e", "test", "-count=1", "-v", "-timeout="+testTimeout, "./...")
+	// The workflow's jobs first: a lint or unit failure shows before the
+	// long e2e suite runs.
+	for _, part := range [][]string{{"-run", workflowTests}, {"-skip", workflowTests}} {
+		args := append([]string{"-C", "e2e", "test", "-count=1", "-v", "-timeout=" + testTimeout}, append(part, "./...")...)
+		fmt.Printf("go %s  (%v)\n", strings.Join(args, " "), env)
+		if err := sh.RunWithV(env, goCmd, args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// workflowTests are the e2e module's tests of the GitHub workflow.
+const workflowTests = "^TestWorkflow_"
 
 // e2eImages finds or builds the images the e2e suite runs and returns the
 // environment that names them. Without Docker it returns none: the suite
@@ -61,10 +73,11 @@ func appImages(offline bool) (producer, consumer string, err error) {
 		}
 		err = s.compose("--profile", "app", "build")
 		if err == nil {
-			if producer, err = repo.Setting("PRODUCER_IMAGE", ""); err != nil {
+			// The compose file's defaults, where .env names none.
+			if producer, err = repo.Setting("PRODUCER_IMAGE", "event-driven-kafka-go-producer"); err != nil {
 				return "", "", err
 			}
-			consumer, err = repo.Setting("CONSUMER_IMAGE", "")
+			consumer, err = repo.Setting("CONSUMER_IMAGE", "event-driven-kafka-go-consumer")
 			return producer, consumer, err
 		}
 		fmt.Printf("docker compose could not build the service images (%v): building them offline (go tool mage image:apps).\n", err)

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v2"
@@ -142,8 +143,12 @@ func (n Node) EnvList() []string {
 	return out
 }
 
-// listenerPort matches the port of each listener in KAFKA_LISTENERS.
-var listenerPort = regexp.MustCompile(`://[^:,]*:(\d+)`)
+var (
+	// listenerPort matches the port of each listener in KAFKA_LISTENERS.
+	listenerPort = regexp.MustCompile(`://[^:,]*:(\d+)`)
+	// anyPort matches a port wherever a setting names one.
+	anyPort = regexp.MustCompile(`:(\d+)\b`)
+)
 
 // OnHostNetwork returns the node as it runs in the host's network namespace,
 // where its ports are the host's: each port it listens on moves to a free
@@ -156,22 +161,30 @@ func (n Node) OnHostNetwork() (Node, error) {
 	if !ok {
 		return Node{}, errors.New("the kafka service has no KAFKA_LISTENERS")
 	}
+	var inside []string // the ports it listens on that are not published
 	moved := map[string]string{}
 	for _, m := range listenerPort.FindAllStringSubmatch(listeners, -1) {
 		if host, ok := n.Ports[m[1]]; ok {
 			moved[m[1]] = host
-			continue
+		} else {
+			inside = append(inside, m[1])
 		}
-		ports, err := FreePorts(1)
-		if err != nil {
-			return Node{}, err
-		}
-		moved[m[1]] = fmt.Sprint(ports[0])
 	}
-	port := regexp.MustCompile(`:(\d+)\b`)
+	for container, host := range n.Ports {
+		if _, published := moved[host]; host != container && (published || slices.Contains(inside, host)) {
+			return Node{}, fmt.Errorf("host port %s is also a port the node listens on inside its container: pick another", host)
+		}
+	}
+	free, err := FreePorts(len(inside))
+	if err != nil {
+		return Node{}, err
+	}
+	for i, p := range inside {
+		moved[p] = fmt.Sprint(free[i])
+	}
 	out := Node{Env: map[string]string{}, Healthcheck: n.Healthcheck, Ports: map[string]string{}}
 	for k, v := range n.Env {
-		out.Env[k] = port.ReplaceAllStringFunc(v, func(s string) string {
+		out.Env[k] = anyPort.ReplaceAllStringFunc(v, func(s string) string {
 			if to, ok := moved[s[1:]]; ok {
 				return ":" + to
 			}

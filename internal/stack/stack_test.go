@@ -117,3 +117,15 @@ func TestInterpolate(t *testing.T) {
 		}
 	}
 }
+
+// A host port that the node also listens on inside its container cannot be
+// told apart from that listener once both share the host's namespace.
+func TestOnHostNetwork_refusesAClashingHostPort(t *testing.T) {
+	n := Node{
+		Env:   map[string]string{"KAFKA_LISTENERS": "PLAINTEXT://:19092,PLAINTEXT_HOST://:9092"},
+		Ports: map[string]string{"9092": "19092"},
+	}
+	if _, err := n.OnHostNetwork(); err == nil || !strings.Contains(err.Error(), "19092") {
+		t.Errorf("got %v; want an error naming port 19092", err)
+	}
+}
