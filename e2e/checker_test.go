@@ -25,7 +25,8 @@ type observation struct {
 // one fault: per partition, the offsets after C, the last one it committed
 // as handled before the fault, up to H, the highest one it handled before
 // its position could go back (a killed consumer: when it died; a broker
-// restart: when its first commit after the fault was accepted).
+// restart: when it was given its partitions again, or, if it kept them,
+// when the broker was back).
 type fault struct {
 	at        time.Time       // when the fault began
 	committed map[int32]int64 // the group's committed offset (the next to read, C+1) before the fault

@@ -168,6 +168,19 @@ func (s *service) last(prefix string) (logLine, bool) {
 	return logLine{}, false
 }
 
+// lastBetween returns the last line with the prefix that s logged between
+// from and to.
+func (s *service) lastBetween(prefix string, from, to time.Time) (logLine, bool) {
+	var found logLine
+	ok := false
+	for _, l := range s.log() {
+		if l.is(prefix) && l.Time.After(from) && l.Time.Before(to) {
+			found, ok = l, true
+		}
+	}
+	return found, ok
+}
+
 // running tells whether the process has not exited yet.
 func (s *service) running() bool {
 	select {
