@@ -48,6 +48,7 @@ func needDocker() error {
 	if _, err := exec.LookPath("docker"); err != nil {
 		return errors.New("docker not found: install Docker (Debian/Ubuntu: apt-get install docker.io)")
 	}
+	// os/exec: the daemon's own words go into the error, not to the terminal.
 	out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
 	if err != nil {
 		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")

@@ -165,11 +165,11 @@ func (s *composeStack) kafkaContainer(running bool) (string, error) {
 	if running {
 		args = append(args, "--filter", "status=running")
 	}
-	out, err := exec.Command("docker", args...).Output()
+	out, err := sh.Output("docker", args...)
 	if err != nil {
-		return "", fmt.Errorf("docker ps: %w", err)
+		return "", err
 	}
-	ids := strings.Fields(string(out))
+	ids := strings.Fields(out)
 	if len(ids) == 0 {
 		return "", nil
 	}
@@ -189,11 +189,11 @@ func (s *composeStack) waitHealthy(timeout time.Duration) error {
 	fmt.Print("Waiting for Kafka to be healthy")
 	defer fmt.Println()
 	for deadline := time.Now().Add(timeout); ; {
-		out, err := exec.Command("docker", "inspect", "--format", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id).Output()
+		out, err := sh.Output("docker", "inspect", "--format", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id)
 		if err != nil {
-			return fmt.Errorf("docker inspect %s: %w", id, err)
+			return err
 		}
-		state := strings.Fields(string(out))
+		state := strings.Fields(out)
 		switch {
 		case len(state) == 2 && state[1] == "healthy":
 			return nil
@@ -213,13 +213,15 @@ func (s *composeStack) labelled(kind string) ([]string, error) {
 	if kind == "container" {
 		args = []string{"ps", "--all", "--quiet", "--filter", "label=com.docker.compose.project=" + s.project}
 	}
-	out, err := exec.Command("docker", args...).Output()
+	out, err := sh.Output("docker", args...)
 	if err != nil {
-		return nil, fmt.Errorf("docker %s: %w", strings.Join(args[:2], " "), err)
+		return nil, err
 	}
-	return strings.Fields(string(out)), nil
+	return strings.Fields(out), nil
 }
 
+// lastLogs is a container's last lines, from both of its streams.
+// (os/exec: sh.Output keeps stdout only.)
 func lastLogs(id string) string {
 	out, _ := exec.Command("docker", "logs", "--tail", "20", id).CombinedOutput()
 	return strings.TrimRight(string(out), "\n")
@@ -257,6 +259,7 @@ func kafkaImage() (image string, offline bool, err error) {
 // ensureImage pulls ref unless it is on this machine; the error is the
 // pull's last line. (os/exec: sh cannot tee the output it shows.)
 func ensureImage(ref string) error {
+	// A quiet check: sh would print the miss on stderr.
 	if exec.Command("docker", "image", "inspect", ref).Run() == nil {
 		return nil
 	}
