@@ -22,11 +22,11 @@ type observation struct {
 }
 
 // fault is what at-least-once allows a consumer group to handle again after
-// one fault: per partition, the offsets after C up to H. H is the highest
-// offset it handled before its position could go back (a killed consumer:
-// when it died; a broker restart: when it was given its partitions again,
-// or, if it kept them, when the broker was back); C is the last offset the
-// group had committed as handled by then, as last seen before that moment.
+// one fault: per partition, the offsets after C, the last one it committed
+// as handled before the fault, up to H, the highest one it handled before
+// its position could go back (a killed consumer: when it died; a broker
+// restart: when it was given its partitions again, or, if it kept them,
+// when the broker was back).
 type fault struct {
 	at        time.Time       // when the fault began
 	committed map[int32]int64 // the group's committed offset (the next to read, C+1) before the fault

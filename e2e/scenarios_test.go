@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -144,55 +143,6 @@ func handledOffsetsBefore(s *service, t time.Time) map[int32]int64 {
 	return handled
 }
 
-// commitLog is the group's committed offsets as polled through a scenario.
-type commitLog struct {
-	mu      sync.Mutex
-	samples []commitSample
-}
-
-type commitSample struct {
-	at      time.Time
-	offsets map[int32]int64
-}
-
-// watchCommits polls the committed offsets of group on topic every 200 ms
-// until the test ends; polls that fail (the broker is down) are skipped.
-func watchCommits(t *testing.T, admin *kafka.AdminClient, group, topic string) *commitLog {
-	l := &commitLog{}
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			if off, err := committedOffsets(admin, group, topic); err == nil {
-				l.mu.Lock()
-				l.samples = append(l.samples, commitSample{time.Now(), off})
-				l.mu.Unlock()
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { close(done); <-stopped })
-	return l
-}
-
-// before is the last committed offsets polled before t, or def when none
-// was: commits only move forward, so the group had at least these at t.
-func (l *commitLog) before(t time.Time, def map[int32]int64) map[int32]int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for i := len(l.samples) - 1; i >= 0; i-- {
-		if l.samples[i].at.Before(t) {
-			return l.samples[i].offsets
-		}
-	}
-	return def
-}
-
 // beforeFault records the group's committed offsets as a fault begins.
 func beforeFault(t *testing.T, admin *kafka.AdminClient, group, topic string) fault {
 	t.Helper()
@@ -259,15 +209,6 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 	admin := newAdmin(t, b.bootstrap)
 	started := time.Now()
 	c.waitCount(msgReceived, 1000, time.Minute)
-	// Polled from its own client once the group exists: asked for all the
-	// offsets of a group that does not exist yet, confluent-kafka-go 2.15.0
-	// crashes the process (a segmentation fault, seen here).
-	c.waitFor("a first commit", time.Minute, func() bool {
-		off, err := committedOffsets(admin, group, topic)
-		o, ok := off[0]
-		return err == nil && ok && o >= 0
-	})
-	commits := watchCommits(t, newAdmin(t, b.bootstrap), group, topic)
 
 	faults := []struct {
 		what string
@@ -302,14 +243,12 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 			return err == nil && off[0] > handled
 		})
 		// The consumer's position can go back only when it is given its
-		// partitions again, to what the group had committed by then (less
-		// than it handled, if the broker forgot the member and refused its
-		// commits). H is what it handled before that, or before the broker
-		// was back if it kept its partitions.
+		// partitions again (the broker forgot the member, so the commits
+		// it made meanwhile were refused). H is what it handled before
+		// that, or before the broker was back if it kept its partitions.
 		cut := ready
 		if assigned, ok := c.lastBetween(msgPartitionsAsg, w.at, time.Now()); ok {
 			cut = assigned.Time
-			w.committed = commits.before(cut, w.committed)
 		}
 		w.handled = handledOffsetsBefore(c, cut)
 		windows = append(windows, w)
