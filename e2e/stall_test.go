@@ -14,9 +14,11 @@ import (
 )
 
 // leaderDebug is the librdkafka debug setting under which the clients log
-// each metadata answer and each leader change they apply; stallReport
-// reads those lines.
-const leaderDebug = "debug=metadata,topic"
+// each metadata answer, with each partition's leader; stallReport reads
+// those lines (and the leader changes the client applied, which it logs
+// with debug=topic too, a line per batch: too many to keep on in the
+// restart scenario).
+const leaderDebug = "debug=metadata"
 
 var (
 	// told: a metadata answer named this partition's leader.
@@ -140,9 +142,13 @@ func stallReport(name string, lines []logLine, topic string, broker map[int32]in
 		default:
 			fmt.Fprintf(&b, "the broker reports leader %d", leader)
 		}
-		if ok && brokerErr == nil && leader >= 0 && v.appliedLeader == -1 {
+		holds := v.appliedLeader
+		if holds == -2 {
+			holds = v.toldLeader // no applied lines: what it was told is what it holds
+		}
+		if ok && brokerErr == nil && leader >= 0 && holds == -1 {
 			how := "it was not told of the broker's leader since"
-			if v.toldLeader >= 0 && v.toldAt.After(v.applyAt) {
+			if v.toldLeader >= 0 && v.toldAt.After(v.applyAt) && v.applied != "" {
 				how = "it was told of a leader it did not apply"
 			}
 			fmt.Fprintf(&b, "\n    => the client holds no leader while the broker has one (%s): librdkafka#5430, "+
@@ -193,6 +199,10 @@ func TestStallReport_namesTheLeaderStall(t *testing.T) {
 		}, nil},
 		{"applied through the other log line", append(stuck[:4:4], line(9, "t [0]: applying leader-id update -1 -> 1 (epoch 2)")),
 			map[int32]int32{0: 1}, []string{"last applied leader 1 at 10:00:09.000"}, []string{"librdkafka#5430"}},
+		{"only metadata lines, last told no leader", []logLine{stuck[0], line(5, "Topic t [0] Leader -1 Epoch 1")},
+			map[int32]int32{0: 1}, []string{"last told leader -1 epoch 1", "last applied nothing", "librdkafka#5430"}, nil},
+		{"only metadata lines, told the leader", []logLine{stuck[0]},
+			map[int32]int32{0: 1}, []string{"last told leader 1 epoch 0"}, []string{"librdkafka#5430"}},
 		{"broker without a leader too", stuck, map[int32]int32{0: -1}, []string{"the broker reports leader -1"}, []string{"librdkafka#5430"}},
 		{"leader applied", healthy, map[int32]int32{0: 1}, []string{"last applied leader 1 epoch 2"}, []string{"librdkafka#5430"}},
 		{"no debug lines", nil, map[int32]int32{0: 1}, []string{"logged nothing about the leaders", leaderDebug}, []string{"librdkafka#5430"}},
