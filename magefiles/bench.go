@@ -9,10 +9,10 @@ import (
 
 // Bench measures the services beside Kafka's perf tools and kcat.
 //
-// BENCH_QUICK=1 makes it a smoke run of about a minute. It runs the benchmark program in ./bench (go run ./bench -quick for the
-// smoke run) against the Kafka image that up and test use; the report is
-// printed and written to build/bench/report.md. docs/benchmarks.md explains
-// the method and holds a full run.
+// It runs the benchmark program in ./bench against the Kafka image that up
+// and test use; BENCH_QUICK=1 passes -quick, a smoke run of under a minute.
+// The report is printed and written to build/bench/report.md;
+// docs/benchmarks.md explains the method and holds a full run.
 func Bench() error {
 	mg.Deps(needCgo, needDocker)
 	image, _, err := kafkaImage()
