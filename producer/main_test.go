@@ -37,6 +37,8 @@ func TestRun_exitCodes(t *testing.T) {
 			stderr: `producer: invalid PRODUCER_COUNT "-1"`},
 		{name: "unknown librdkafka property", args: []string{"--bootstrap-servers", broker, "-X", "no.such.property=1"}, code: 2,
 			stderr: `producer: invalid Kafka client configuration: create producer: No such configuration property: "no.such.property"`},
+		{name: "client hand-over property", args: []string{"-X", "go.delivery.reports=false"}, code: 2,
+			stderr: `producer: invalid -X "go.delivery.reports=false": go.* properties change how the client hands reports to the producer`},
 		{name: "all delivered", args: []string{"--bootstrap-servers", broker, "--count", "3", "--interval", "10ms"}, code: 0,
 			stdout: []string{"Sending: ", "Producer stopped attempted=3 delivered=3 failed=0 unconfirmed=0"}},
 		{name: "bulk run with a summary only", args: []string{"--bootstrap-servers", broker, "--count", "20", "--interval", "0", "--value-size", "100", "--log-events=false"}, code: 0,

@@ -142,6 +142,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		if why, ok := reserved[k]; ok {
 			return Config{}, &Error{Setting: "-X " + k, Value: props[k], Allowed: why}
 		}
+		if strings.HasPrefix(k, "go.") {
+			return Config{}, &Error{Setting: "-X", Value: k + "=" + props[k],
+				Allowed: "go.* properties change how the client hands reports to the producer, which counts on them"}
+		}
 	}
 	return cfg, nil
 }

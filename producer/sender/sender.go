@@ -98,9 +98,7 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	// The client's default buffers hold a million entries each: 24 MiB of
 	// pointers that the garbage collector scans on every cycle. Reports are
 	// drained as they come, and ProduceChannel is never used.
-	if _, ok := cm["go.events.channel.size"]; !ok {
-		cm["go.events.channel.size"] = 10000
-	}
+	cm["go.events.channel.size"] = 10000
 	cm["go.produce.channel.size"] = 1
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
