@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +52,9 @@ var suite struct {
 	consumer  string // path of the consumer binary
 	binErr    error
 	teardowns sync.Once
+
+	runs sync.Map // *testing.T -> its run of the test under -count (1, 2, ...)
+	seen sync.Map // test name -> runs so far
 }
 
 // TestMain connects to Docker, runs the tests, and removes what they created.
@@ -237,5 +242,21 @@ func name(t *testing.T, what string) string {
 		}
 		return '-'
 	}, strings.TrimPrefix(base, "test"))
-	return fmt.Sprintf("e2e-%s-%s-%s", strings.Trim(base, "-"), what, runID)
+	base = strings.Trim(base, "-")
+	// Under -count=N a test runs N times in one process: each run gets
+	// names of its own.
+	if n := testRun(t); n > 1 {
+		base += "-" + strconv.Itoa(n)
+	}
+	return fmt.Sprintf("e2e-%s-%s-%s", base, what, runID)
+}
+
+// testRun numbers the runs of one test in this process: 1, 2, ...
+func testRun(t *testing.T) int {
+	if n, ok := suite.runs.Load(t); ok {
+		return n.(int)
+	}
+	counter, _ := suite.seen.LoadOrStore(t.Name(), new(atomic.Int64))
+	n, _ := suite.runs.LoadOrStore(t, int(counter.(*atomic.Int64).Add(1)))
+	return n.(int)
 }
