@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 	"time"
 
@@ -64,13 +65,25 @@ func serviceEnv() ([]string, error) {
 	return append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS=localhost:"+port), nil
 }
 
-// serviceCommand runs bin with env; when ctx ends (Ctrl-C in Mage) the
-// service gets SIGTERM and stopGrace to flush and close, never SIGKILL first.
-// (os/exec: mage/sh has no way to stop a command gently.)
+// serviceCommand runs bin with env; when ctx ends the service gets one stop
+// signal and stopGrace to flush and close, never SIGKILL first. One: a
+// second stop signal makes a service exit at once, without its flush, and a
+// terminal's Ctrl-C already reaches the service, which runs in the
+// terminal's process group; Mage sends SIGTERM only when its context ended
+// otherwise. (os/exec: mage/sh has no way to stop a command gently.)
 func serviceCommand(ctx context.Context, bin string, env []string, args ...string) *exec.Cmd {
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.Cancel = func() error {
+		select {
+		case <-interrupted:
+			return nil
+		default:
+			return cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
 	cmd.WaitDelay = stopGrace
 	return cmd
 }
