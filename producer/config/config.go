@@ -60,7 +60,7 @@ type setting struct {
 var settings = []setting{
 	{"bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, a comma-separated list of host:port"},
 	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are sent to (created if missing)"},
-	{"interval", "PRODUCER_INTERVAL", "5s", "time between events, on a fixed schedule (a late event goes out at once, stamped with its scheduled time); 0 sends as fast as the client allows (needs --count)"},
+	{"interval", "PRODUCER_INTERVAL", "5s", "time between events, on a fixed schedule (an event up to 100ms late goes out at once, stamped with its scheduled time; a later one restarts the schedule at now and the missed events are skipped); 0 sends as fast as the client allows (needs --count)"},
 	{"count", "PRODUCER_COUNT", "0", "stop after this many events; 0 sends until stopped"},
 	{"value-size", "PRODUCER_VALUE_SIZE", "0", fmt.Sprintf("pad each value with spaces inside the JSON object to this many bytes (%d to %d), to test with bigger messages; 0 sends the bare value", event.ValueLen, event.MaxValueSize)},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},

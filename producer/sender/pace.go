@@ -11,13 +11,19 @@ import (
 // tenth of a millisecond.
 const fineWait = 2 * time.Millisecond
 
-// schedule paces events on a fixed grid: event seq (from 1) is due at
-// start + (seq-1)*interval. Unlike time.Ticker, which drops ticks for a slow
-// receiver, a late event is not skipped: it goes out at once, stamped with
-// the time it was due, so the rate holds on average and a latency measured
-// from the event's time includes any delay in sending it.
+// maxLate is how late an event may go out and still be stamped with its
+// slot: up to it, the schedule catches up on its grid, so that high rates
+// hold on average. A later event (a laptop that slept, a broker that kept
+// the queue full) restarts the schedule instead of sending a burst of stale
+// events.
+const maxLate = 100 * time.Millisecond
+
+// schedule paces events on a fixed grid of slots, interval apart. Unlike
+// time.Ticker, which drops ticks for a slow receiver, an event up to maxLate
+// late keeps its slot: it goes out at once, stamped with the time it was
+// due, so a latency measured from the event's time includes the delay.
 type schedule struct {
-	start    time.Time
+	next     time.Time // when the next event is due
 	interval time.Duration
 	timer    *time.Timer
 }
@@ -25,12 +31,21 @@ type schedule struct {
 func newSchedule(start time.Time, interval time.Duration) *schedule {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &schedule{start: start, interval: interval, timer: t}
+	return &schedule{next: start, interval: interval, timer: t}
 }
 
-// due is the time event seq is due.
-func (s *schedule) due(seq uint64) time.Time {
-	return s.start.Add(time.Duration(seq-1) * s.interval)
+// stamp takes the next slot for an event whose wait ended at now and
+// returns the time to stamp it with. When the event is more than maxLate
+// late, the schedule restarts at now: the event is stamped now, late says
+// by how much it missed its slot and skipped how many slots went by
+// without an event; otherwise late and skipped are 0.
+func (s *schedule) stamp(now time.Time) (at time.Time, late time.Duration, skipped int64) {
+	at = s.next
+	if d := now.Sub(at); d > maxLate {
+		at, late, skipped = now, d, int64(d/s.interval)
+	}
+	s.next = at.Add(s.interval)
+	return at, late, skipped
 }
 
 // wait returns when t has come, or false as soon as ctx ends or stop is

@@ -167,9 +167,14 @@ func (s *Sender) produce(ctx context.Context) (sent int64, first time.Time, err 
 	for seq := uint64(1); s.opts.Count == 0 || seq <= uint64(s.opts.Count); seq++ {
 		now := time.Now()
 		if s.opts.Interval > 0 {
-			now = sched.due(seq)
-			if !sched.wait(ctx, s.fatal, now) {
+			if !sched.wait(ctx, s.fatal, sched.next) {
 				return sent, first, nil
+			}
+			var late time.Duration
+			var skipped int64
+			if now, late, skipped = sched.stamp(time.Now()); late > 0 {
+				s.log.Warn("Behind schedule: sending now, skipping the missed events",
+					"late", late.Round(time.Millisecond), "skipped", skipped)
 			}
 		}
 		if ctx.Err() != nil {
