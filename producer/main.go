@@ -69,9 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	err = s.EnsureTopic(setupCtx)
 	cancel()
 	if err != nil && ctx.Err() == nil {
-		err = fmt.Errorf("cannot reach Kafka at %s within %s (is it running?): %w", cfg.BootstrapServers, startupTimeout, err)
 		s.Close()
-		log.Error("Producer stopped", "err", err)
+		log.Error("Producer stopped", "err", startupError(err, cfg.BootstrapServers, cfg.Topic))
 		return 1
 	}
 
@@ -90,6 +89,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // startupTimeout bounds the wait for the cluster when the producer starts.
 const startupTimeout = 30 * time.Second
+
+// startupError says what failed at start: the cluster did not answer, it
+// refused, or the topic got no leader in time.
+func startupError(err error, servers, topic string) error {
+	var refused *sender.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		//lint:ignore ST1005 Kafka is a name
+		return fmt.Errorf("Kafka at %s %w", servers, refused)
+	case errors.Is(err, sender.ErrNoLeader):
+		return fmt.Errorf("topic %q created but has no leader after %s", topic, startupTimeout)
+	default:
+		return fmt.Errorf("cannot reach Kafka at %s within %s: %w", servers, startupTimeout, err)
+	}
+}
 
 // source names this producer instance in ce_source: the host, plus a random
 // part so that a restarted producer starts a new sequence under a new name.

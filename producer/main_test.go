@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/producer/sender"
 )
 
 func TestRun_exitCodes(t *testing.T) {
@@ -75,6 +78,27 @@ func TestRun_exitCodes(t *testing.T) {
 			}
 			if !strings.HasPrefix(stderr.String(), tt.stderr) || strings.Count(stderr.String(), "\n") > 1 {
 				t.Errorf("stderr %q, want one line starting %q", stderr.String(), tt.stderr)
+			}
+		})
+	}
+}
+
+func TestStartupError_saysWhatFailed(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unreachable", fmt.Errorf("look up topic %q: %w", "t", kafka.NewError(kafka.ErrTransport, "Local: Broker transport failure", false)),
+			`cannot reach Kafka at h:9092 within 30s: look up topic "t": Local: Broker transport failure`},
+		{"refused", &sender.RefusedError{What: `metadata of topic "t"`, Err: kafka.NewError(kafka.ErrTopicAuthorizationFailed, "", false)},
+			`Kafka at h:9092 refused metadata of topic "t": Broker: Topic authorization failed`},
+		{"no leader", fmt.Errorf("topic %q: %w", "t", sender.ErrNoLeader), `topic "t" created but has no leader after 30s`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := startupError(tt.err, "h:9092", "t").Error(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}

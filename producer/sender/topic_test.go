@@ -1,0 +1,91 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+func TestTopicState(t *testing.T) {
+	const topic = "timestamp"
+	led := []kafka.PartitionMetadata{{ID: 0, Leader: 1}}
+	tests := []struct {
+		name    string
+		md      kafka.TopicMetadata
+		ready   bool
+		refused string // the refusal's text; "" for none
+	}{
+		{"ready", kafka.TopicMetadata{Partitions: led}, true, ""},
+		{"missing", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrUnknownTopicOrPart, "", false)}, false, ""},
+		{"electing a leader", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrLeaderNotAvailable, "", false)}, false, ""},
+		{"a partition without a leader", kafka.TopicMetadata{Partitions: append(led, kafka.PartitionMetadata{ID: 1, Leader: -1})}, false, ""},
+		{"no partitions yet", kafka.TopicMetadata{}, false, ""},
+		{"not authorized", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrTopicAuthorizationFailed, "", false)},
+			false, `refused metadata of topic "timestamp": Broker: Topic authorization failed`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.md.Topic = topic
+			ready, err := topicState(&kafka.Metadata{Topics: map[string]kafka.TopicMetadata{topic: tt.md}}, topic)
+			var refused *RefusedError
+			if ready != tt.ready || (err == nil) != (tt.refused == "") || (err != nil && (!errors.As(err, &refused) || err.Error() != tt.refused)) {
+				t.Fatalf("topicState = %v, %v; want %v, refusal %q", ready, err, tt.ready, tt.refused)
+			}
+		})
+	}
+}
+
+func TestCreated(t *testing.T) {
+	tests := []struct {
+		name    string
+		code    kafka.ErrorCode
+		msg     string
+		refused string // the refusal's text; "" for none
+	}{
+		{"created", kafka.ErrNoError, "", ""},
+		{"created meanwhile by another producer", kafka.ErrTopicAlreadyExists, "", ""},
+		{"policy", kafka.ErrPolicyViolation, "replication factor must be 3",
+			`refused to create topic "t": Broker: Policy violation: replication factor must be 3`},
+		{"not authorized", kafka.ErrClusterAuthorizationFailed, "",
+			`refused to create topic "t": Broker: Cluster authorization failed`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := created([]kafka.TopicResult{{Topic: "t", Error: kafka.NewError(tt.code, tt.msg, false)}}, slog.New(slog.DiscardHandler))
+			var refused *RefusedError
+			if (err == nil) != (tt.refused == "") || (err != nil && (!errors.As(err, &refused) || err.Error() != tt.refused)) {
+				t.Fatalf("created = %v, want refusal %q", err, tt.refused)
+			}
+		})
+	}
+}
+
+func TestEnsureTopic_unreachableIsNeitherRefusedNorLeaderless(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": addr, "log_level": 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	err = ensureTopic(ctx, p, "timestamp", slog.New(slog.DiscardHandler))
+	var refused *RefusedError
+	if err == nil || errors.As(err, &refused) || errors.Is(err, ErrNoLeader) {
+		t.Fatalf("ensureTopic = %v, want an error that the cluster did not answer", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("took %s, want the context's 1s", took)
+	}
+}
