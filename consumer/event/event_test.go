@@ -109,6 +109,8 @@ func FuzzDecode(f *testing.F) {
 		}
 		f.Add([]byte(v.Value), tm, seq)
 	}
+	f.Add([]byte(`{"timestamp":"15:04:05"   }`), "", "")
+	f.Add([]byte(`{"timestamp":"15:04:05"\t\n}  `), "", "")
 	f.Fuzz(func(t *testing.T, value []byte, tm, seq string) {
 		var hs []kafka.Header
 		if tm != "" {
@@ -134,8 +136,6 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
-	f.Add([]byte(`{"timestamp":"15:04:05"   }`), "", "")
-	f.Add([]byte(`{"timestamp":"15:04:05"\t\n}  `), "", "")
 }
 
 func TestProducerForm(t *testing.T) {
