@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,9 +148,14 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	if cfg.LogEvents, err = v.boolean("log-events"); err != nil {
 		return Config{}, err
 	}
-	for k := range props {
+	for _, k := range slices.Sorted(maps.Keys(props)) {
 		if why, ok := reserved[k]; ok {
 			return Config{}, &Error{Setting: "-X " + k, Value: props[k], Allowed: why}
+		}
+		// go.events.channel.enable, for one, makes Poll return nothing.
+		if strings.HasPrefix(k, "go.") {
+			return Config{}, &Error{Setting: "-X", Value: k + "=" + props[k],
+				Allowed: "go.* properties change how the client hands events to the consumer, which it relies on"}
 		}
 	}
 	return cfg, nil

@@ -99,6 +99,8 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown log format", []string{"--log-format", "yaml"}, nil, "--log-format"},
 		{"offsets stored before handling", []string{"-X", "enable.auto.offset.store=true"}, nil, "-X enable.auto.offset.store"},
 		{"group through -X", []string{"-X", "group.id=x"}, nil, "-X group.id"},
+		{"events through a channel", []string{"-X", "go.events.channel.enable=true"}, nil, "-X"},
+		{"rebalances handed to the application", []string{"-X", "linger.ms=5", "-X", "go.application.rebalance.enable=true"}, nil, "-X"},
 		{"unknown flag", []string{"--partitions", "3"}, nil, "flags"},
 	}
 	for _, tt := range tests {
