@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	res, err := s.Run(ctx)
-	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unconfirmed", res.Unconfirmed()}
+	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unknown", res.Unknown}
 	if res.Elapsed > 0 {
 		attrs = append(attrs, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", math.Round(res.Rate()*10)/10)
 	}

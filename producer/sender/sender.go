@@ -18,8 +18,8 @@ import (
 	"github.com/event-driven-go/kafka-go/producer/event"
 )
 
-// FlushTimeout bounds the wait for outstanding deliveries at shutdown.
-// With the purge that follows, shutdown stays well under the 5 s that Mage
+// FlushTimeout bounds the wait for outstanding deliveries after a stop.
+// With the purge that follows, shutdown stays well under the 4 s that Mage
 // allows a target after Ctrl-C and the 10 s of docker stop.
 const FlushTimeout = 2500 * time.Millisecond
 
@@ -39,14 +39,12 @@ type Options struct {
 type Result struct {
 	Attempted int64 // accepted by the client for delivery
 	Delivered int64 // acknowledged by the broker
-	Failed    int64 // reported as not delivered
+	Failed    int64 // not written: refused, timed out, or purged from the queue at shutdown
+	Unknown   int64 // purged while in flight at shutdown: may have been written
 	// Elapsed runs from the first event handed to the client to the last
 	// delivery report; 0 when nothing was sent.
 	Elapsed time.Duration
 }
-
-// Unconfirmed counts events accepted but neither delivered nor failed when the run ended.
-func (r Result) Unconfirmed() int64 { return r.Attempted - r.Delivered - r.Failed }
 
 // Rate is the delivered events per second over Elapsed; 0 when nothing was sent.
 func (r Result) Rate() float64 {
@@ -63,13 +61,13 @@ type Sender struct {
 	opts Options
 	enc  *event.Encoder
 
-	delivered, failed atomic.Int64
-	lastReport        atomic.Int64  // Unix nanoseconds of the latest delivery report
-	progress          chan struct{} // a delivery report arrived: queue space may be free
-	fatal             chan struct{} // closed on the first fatal client error
-	fatalOnce         sync.Once
-	fatalErr          error
-	drained           sync.WaitGroup // the event and log goroutines
+	attempted, delivered, failed, unknown atomic.Int64
+	lastReport                            atomic.Int64  // Unix nanoseconds of the latest delivery report
+	progress                              chan struct{} // a delivery report arrived: queue space may be free
+	fatal                                 chan struct{} // closed on the first fatal client error
+	fatalOnce                             sync.Once
+	fatalErr                              error
+	drained                               sync.WaitGroup // the event and log goroutines
 }
 
 // New creates the producer. Errors here come from the client configuration.
@@ -124,42 +122,65 @@ func (s *Sender) EnsureTopic(ctx context.Context) error {
 	return ensureTopic(ctx, s.p, s.opts.Topic, s.log)
 }
 
-// Run sends events until Count is reached or ctx ends, then closes the
-// producer. It returns an error when the client failed fatally or when any
-// accepted event was not delivered.
+// Run sends events until Count is reached or ctx ends, waits for their
+// delivery reports (see finish), then closes the producer. It returns an
+// error when the client failed fatally or when any accepted event was not
+// delivered.
 func (s *Sender) Run(ctx context.Context) (Result, error) {
-	attempted, first, err := s.produce(ctx)
+	first, err := s.produce(ctx)
+	s.finish(ctx)
 	s.Close()
-	res := Result{Attempted: attempted, Delivered: s.delivered.Load(), Failed: s.failed.Load()}
-	if last := s.lastReport.Load(); attempted > 0 && last > 0 {
+	res := s.Counts()
+	// Events still without a report when the client closed may have been
+	// written, like those purged in flight.
+	res.Unknown = res.Attempted - res.Delivered - res.Failed
+	if last := s.lastReport.Load(); res.Attempted > 0 && last > 0 {
 		res.Elapsed = time.Unix(0, last).Sub(first)
 	}
 	if err == nil {
 		err = s.fatalError()
 	}
 	if err == nil && res.Delivered != res.Attempted {
-		err = fmt.Errorf("%d of %d events not delivered (%d failed, %d unconfirmed at shutdown)",
-			res.Attempted-res.Delivered, res.Attempted, res.Failed, res.Unconfirmed())
+		err = fmt.Errorf("%d of %d events not delivered: %d failed, %d unknown (sent but unconfirmed at shutdown: may have been written)",
+			res.Attempted-res.Delivered, res.Attempted, res.Failed, res.Unknown)
 	}
 	return res, err
 }
 
-// Close waits up to FlushTimeout for outstanding deliveries, then closes
-// the producer. Run calls it; call it yourself only when Run is never called.
-func (s *Sender) Close() {
-	if left := s.p.Flush(int(FlushTimeout / time.Millisecond)); left > 0 {
-		// Purge what is still queued so that every event gets a report;
-		// events already on the wire may or may not have been written.
-		_ = s.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
-		s.p.Flush(int(500 * time.Millisecond / time.Millisecond))
+// Counts returns the counts so far; it is safe to call while Run runs.
+// Elapsed is left 0.
+func (s *Sender) Counts() Result {
+	return Result{Attempted: s.attempted.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(), Unknown: s.unknown.Load()}
+}
+
+// finish waits for the delivery report of every accepted event. A run that
+// reached its Count waits as long as it takes (message.timeout.ms bounds
+// it), so that a broker outage near the end loses nothing. After a stop
+// (ctx ended) or a fatal error it waits at most FlushTimeout, then purges:
+// every event left gets a report, failed if it was still queued, unknown
+// if it was in flight.
+func (s *Sender) finish(ctx context.Context) {
+	for ctx.Err() == nil && s.fatalError() == nil {
+		if s.p.Flush(100) == 0 {
+			return
+		}
 	}
+	if s.p.Flush(int(FlushTimeout/time.Millisecond)) > 0 {
+		_ = s.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+		s.p.Flush(500)
+	}
+}
+
+// Close closes the producer and waits for the goroutines that drain it.
+// Run calls it; call it yourself only when Run is never called.
+func (s *Sender) Close() {
 	s.p.Close() // closes Events() and Logs(): the drain goroutines end
 	s.drained.Wait()
 }
 
-// produce sends events until Count is reached or ctx ends. It returns how
-// many the client accepted and when it got the first.
-func (s *Sender) produce(ctx context.Context) (sent int64, first time.Time, err error) {
+// produce sends events until Count is reached or ctx ends. It returns when
+// the client got the first.
+func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 	sched := newSchedule(time.Now(), s.opts.Interval)
 	// One message is reused: Produce copies what it needs before it returns.
 	msg := kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny}}
@@ -168,7 +189,7 @@ func (s *Sender) produce(ctx context.Context) (sent int64, first time.Time, err 
 		now := time.Now()
 		if s.opts.Interval > 0 {
 			if !sched.wait(ctx, s.fatal, sched.next) {
-				return sent, first, nil
+				return first, nil
 			}
 			var late time.Duration
 			var skipped int64
@@ -178,7 +199,7 @@ func (s *Sender) produce(ctx context.Context) (sent int64, first time.Time, err 
 			}
 		}
 		if ctx.Err() != nil {
-			return sent, first, nil
+			return first, nil
 		}
 		ev := event.New(s.opts.Source, seq, now)
 		s.enc.Encode(&ev, &msg)
@@ -189,26 +210,26 @@ func (s *Sender) produce(ctx context.Context) (sent int64, first time.Time, err 
 		block = block[1:]
 		*in = inflight{seq: ev.Sequence, time: ev.Time, id: ev.ID}
 		msg.Opaque = in
-		if sent == 0 {
+		if seq == 1 {
 			first = time.Now()
 		}
 		if err := s.send(ctx, &msg); err != nil {
 			var kerr kafka.Error
 			switch {
 			case ctx.Err() != nil:
-				return sent, first, nil
+				return first, nil
 			case errors.As(err, &kerr) && kerr.Code() == kafka.ErrFatal:
-				return sent, first, s.setFatal(s.p.GetFatalError())
+				return first, s.setFatal(s.p.GetFatalError())
 			default:
-				return sent, first, fmt.Errorf("send event %d: %w", seq, err)
+				return first, fmt.Errorf("send event %d: %w", seq, err)
 			}
 		}
-		sent++
+		s.attempted.Add(1)
 		if s.opts.LogEvents {
 			s.log.Info("Sending: "+ev.Timestamp(), "seq", ev.Sequence, "id", ev.ID)
 		}
 	}
-	return sent, first, nil
+	return first, nil
 }
 
 // inflight names an event in its delivery report. They are allocated in
@@ -274,6 +295,12 @@ func (s *Sender) report(m *kafka.Message) {
 	}
 	s.lastReport.Store(time.Now().UnixNano())
 	if err := m.TopicPartition.Error; err != nil {
+		var kerr kafka.Error
+		if errors.As(err, &kerr) && kerr.Code() == kafka.ErrPurgeInflight {
+			s.unknown.Add(1)
+			s.log.Error("Unconfirmed: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
+			return
+		}
 		s.failed.Add(1)
 		s.log.Error("Not delivered: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
 		return

@@ -359,3 +359,92 @@ func TestSender_stopFlushesAcceptedEvents(t *testing.T) {
 	}
 	checkLog(t, readTopic(t, mc.BootstrapServers(), "timestamp", int(res.Attempted), 10*time.Second), int(res.Attempted))
 }
+
+func TestSender_countRunWaitsOutAnOutageAtTheEnd(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	const n = 100
+	// Reconnecting within half a second of the broker's return keeps the test short.
+	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: n}, &out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500})
+	// The broker is away for longer than FlushTimeout, from before the
+	// last event is sent until well after.
+	outage := make(chan struct{})
+	go func() {
+		defer close(outage)
+		waitDelivered(s)
+		_ = mc.SetBrokerDown(1)
+		time.Sleep(6 * time.Second)
+		_ = mc.SetBrokerUp(1)
+	}()
+	res, err := s.Run(context.Background())
+	<-outage
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out.String())
+	}
+	res.Elapsed = 0
+	if res != (Result{Attempted: n, Delivered: n}) {
+		t.Fatalf("result %+v, want all %d delivered", res, n)
+	}
+	checkLog(t, readTopic(t, mc.BootstrapServers(), "timestamp", n, 10*time.Second), n)
+}
+
+func TestSender_stopDuringAnOutageAccountsForEveryEvent(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault func(*kafka.MockCluster) error
+		want  func(Result) int64 // the count the purge must fill
+	}{
+		{"broker down: queued events failed", func(mc *kafka.MockCluster) error { return mc.SetBrokerDown(1) },
+			func(r Result) int64 { return r.Failed }},
+		{"broker hangs: events in flight unknown", func(mc *kafka.MockCluster) error { return mc.SetRoundtripDuration(1, 10*time.Second) },
+			func(r Result) int64 { return r.Unknown }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mc := mockCluster(t, 1)
+			var out syncBuffer
+			s := newSender(t, mc, Options{Interval: 10 * time.Millisecond}, &out, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			type ran struct {
+				res Result
+				err error
+			}
+			done := make(chan ran, 1)
+			go func() {
+				res, err := s.Run(ctx)
+				done <- ran{res, err}
+			}()
+			waitDelivered(s)
+			if err := tt.fault(mc); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			cancel()
+			var res Result
+			var err error
+			select {
+			case r := <-done:
+				res, err = r.res, r.err
+			case <-time.After(3500 * time.Millisecond):
+				t.Fatal("Run did not return within 3.5s of the stop")
+			}
+			if err == nil || !strings.Contains(err.Error(), "events not delivered: ") {
+				t.Fatalf("Run error %v, want events not delivered", err)
+			}
+			if res.Failed+res.Unknown != res.Attempted-res.Delivered || tt.want(res) == 0 {
+				t.Fatalf("result %+v: failed + unknown must be attempted - delivered, and the purge must fill %s\n%s", res, tt.name, out.String())
+			}
+			if live := s.Counts(); live.Failed != res.Failed || live.Unknown != res.Unknown {
+				t.Errorf("reports counted %+v, result %+v: some event had no report", live, res)
+			}
+		})
+	}
+}
+
+// waitDelivered returns once s has a delivery report, or after 10s: the
+// client connects and gets its producer id before the first is written.
+func waitDelivered(s *Sender) {
+	for deadline := time.Now().Add(10 * time.Second); s.Counts().Delivered == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
