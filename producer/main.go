@@ -2,8 +2,14 @@
 // seconds, like the producer of the tutorial "Event-driven architectures
 // with Kafka and Python", and prints "Sending: HH:MM:SS" for each.
 //
-// Exit codes: 0 when every event accepted was delivered, 1 on a runtime
-// failure (undelivered events, fatal client error), 2 on bad configuration.
+// The first SIGINT or SIGTERM stops the sending and waits a little for the
+// delivery reports of the events sent; a second signal, or a shutdown
+// longer than 8s, ends the process at once.
+//
+// Exit codes: 0 when every event accepted was delivered; 1 on a runtime
+// failure (undelivered events, fatal client error, a shutdown over 8s);
+// 2 on bad configuration; 128+signal (130 for SIGINT, 143 for SIGTERM)
+// when a second stop signal cut the shutdown short.
 package main
 
 import (
@@ -16,6 +22,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,14 +34,14 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr, signals, os.Exit))
 }
 
-// run is the whole program; it returns the exit code.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// run is the whole program; it returns the exit code, unless a cut-short
+// shutdown ends the process through exit first.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer, signals <-chan os.Signal, exit func(int)) int {
 	cfg, err := config.Parse(args, getenv, stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
@@ -64,6 +71,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("Producer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
 		"interval", cfg.Interval, "librdkafka", libVersion())
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var watching sync.WaitGroup
+	defer watching.Wait()
+	done := make(chan struct{})
+	defer close(done)
+	w := stopWatch{signals: signals, limit: shutdownLimit, exit: exit, log: log, counts: s.Counts}
+	watching.Go(func() { w.watch(done, stop) })
 
 	setupCtx, cancel := context.WithTimeout(ctx, startupTimeout)
 	err = s.EnsureTopic(setupCtx)

@@ -1,14 +1,17 @@
 package main
 
 import (
-	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/event-driven-go/kafka-go/producer/logging"
 	"github.com/event-driven-go/kafka-go/producer/sender"
 )
 
@@ -62,7 +65,7 @@ func TestRun_exitCodes(t *testing.T) {
 				t.Fatal(err)
 			}
 			var stdout, stderr strings.Builder
-			code := run(context.Background(), tt.args, func(k string) string { return tt.env[k] }, &stdout, &stderr)
+			code := run(tt.args, func(k string) string { return tt.env[k] }, &stdout, &stderr, nil, noExit(t))
 			if code != tt.code {
 				t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, stdout.String(), stderr.String())
 			}
@@ -78,6 +81,105 @@ func TestRun_exitCodes(t *testing.T) {
 			}
 			if !strings.HasPrefix(stderr.String(), tt.stderr) || strings.Count(stderr.String(), "\n") > 1 {
 				t.Errorf("stderr %q, want one line starting %q", stderr.String(), tt.stderr)
+			}
+		})
+	}
+}
+
+func TestRun_secondSignalExitsAtOnce(t *testing.T) {
+	mc, err := kafka.NewMockCluster(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if err := mc.CreateTopic("timestamp", 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	signals, exits, ran := make(chan os.Signal, 2), make(chan int, 1), make(chan int, 1)
+	var stdout, stderr strings.Builder
+	go func() {
+		ran <- run([]string{"--bootstrap-servers", mc.BootstrapServers(), "--interval", "10ms"}, func(string) string { return "" },
+			&stdout, &stderr, signals, func(code int) { exits <- code })
+	}()
+	time.Sleep(time.Second)
+	if err := mc.SetRoundtripDuration(1, 10*time.Second); err != nil { // the broker hangs: the shutdown takes its 2.5s
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	signals <- syscall.SIGINT
+	time.Sleep(300 * time.Millisecond)
+	signals <- syscall.SIGINT
+	select {
+	case code := <-exits:
+		if code != 130 {
+			t.Errorf("exit(%d), want 130", code)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no exit within 1s of the second signal")
+	}
+	<-ran // the fake exit returns, so the run goes on to its end
+	if want := "ERROR Second stop signal: exiting now attempted="; !strings.Contains(stdout.String(), want) {
+		t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+	}
+}
+
+// noExit fails the test if the program tries to end the process.
+func noExit(t *testing.T) func(int) {
+	return func(code int) { t.Errorf("exit(%d) called", code) }
+}
+
+func TestStopWatch(t *testing.T) {
+	counts := func() sender.Result { return sender.Result{Attempted: 10, Delivered: 5, Failed: 1, Unknown: 1} }
+	const abandoned = "attempted=10 delivered=5 failed=1 unknown=1 unconfirmed=3"
+	tests := []struct {
+		name     string
+		signals  []os.Signal
+		finishes bool // the shutdown ends as soon as it starts
+		stopped  bool
+		exit     int // -1: no exit
+		line     string
+	}{
+		{name: "no signal", exit: -1},
+		{name: "one signal, prompt shutdown", signals: []os.Signal{syscall.SIGTERM}, finishes: true, stopped: true, exit: -1},
+		{name: "second SIGINT", signals: []os.Signal{syscall.SIGINT, syscall.SIGINT}, stopped: true, exit: 130,
+			line: "ERROR Second stop signal: exiting now " + abandoned + " signal=interrupt\n"},
+		{name: "second SIGTERM", signals: []os.Signal{syscall.SIGTERM, syscall.SIGTERM}, stopped: true, exit: 143,
+			line: "ERROR Second stop signal: exiting now " + abandoned + " signal=terminated\n"},
+		{name: "shutdown over the limit", signals: []os.Signal{syscall.SIGINT}, stopped: true, exit: 1,
+			line: "ERROR Shutdown took longer than 50ms: exiting now " + abandoned + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			signals := make(chan os.Signal, len(tt.signals))
+			for _, s := range tt.signals {
+				signals <- s
+			}
+			done := make(chan struct{})
+			if tt.signals == nil {
+				close(done) // the run ended by itself
+			}
+			stopped, exit := false, -1
+			stop := func() {
+				stopped = true
+				if tt.finishes {
+					close(done)
+				}
+			}
+			var out strings.Builder
+			w := stopWatch{signals: signals, limit: 50 * time.Millisecond, exit: func(code int) { exit = code },
+				log: logging.New(&out, logging.Text, slog.LevelInfo), counts: counts}
+			returned := make(chan struct{})
+			go func() {
+				defer close(returned)
+				w.watch(done, stop)
+			}()
+			select {
+			case <-returned:
+			case <-time.After(time.Second):
+				t.Fatal("watch did not return")
+			}
+			if stopped != tt.stopped || exit != tt.exit || out.String() != tt.line {
+				t.Errorf("stopped %v, exit %d, logged %q; want %v, %d, %q", stopped, exit, out.String(), tt.stopped, tt.exit, tt.line)
 			}
 		})
 	}

@@ -61,13 +61,15 @@ type Sender struct {
 	opts Options
 	enc  *event.Encoder
 
+	// Counts of events, read while Run runs (Counts).
 	attempted, delivered, failed, unknown atomic.Int64
-	lastReport                            atomic.Int64  // Unix nanoseconds of the latest delivery report
-	progress                              chan struct{} // a delivery report arrived: queue space may be free
-	fatal                                 chan struct{} // closed on the first fatal client error
-	fatalOnce                             sync.Once
-	fatalErr                              error
-	drained                               sync.WaitGroup // the event and log goroutines
+
+	lastReport atomic.Int64  // Unix nanoseconds of the latest delivery report
+	progress   chan struct{} // a delivery report arrived: queue space may be free
+	fatal      chan struct{} // closed on the first fatal client error
+	fatalOnce  sync.Once
+	fatalErr   error
+	drained    sync.WaitGroup // the event and log goroutines
 }
 
 // New creates the producer. Errors here come from the client configuration.
