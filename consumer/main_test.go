@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,13 +34,13 @@ func TestRun_exitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	topic := "timestamp"
-	reports := make(chan kafka.Event, 2)
-	for _, v := range []string{`{"timestamp":"10:00:00"}`, `"10:00:05"`} {
+	reports := make(chan kafka.Event, 3)
+	for _, v := range []string{`{"timestamp":"10:00:00"}`, `"10:00:05"`, strings.Repeat("x", 10_000)} {
 		if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Value: []byte(v)}, reports); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for range 2 {
+	for range 3 {
 		if m := (<-reports).(*kafka.Message); m.TopicPartition.Error != nil {
 			t.Fatal(m.TopicPartition.Error)
 		}
@@ -60,20 +63,28 @@ func TestRun_exitCodes(t *testing.T) {
 			stderr: `consumer: invalid KAFKA_GROUP_ID " "`},
 		{name: "receives and stops after count", args: []string{"--bootstrap-servers", broker, "--count", "2"}, code: 0,
 			stdout: []string{"Received: 10:00:00 partition=0 offset=0\n", "Received: 10:00:05 partition=0 offset=1\n",
-				"Consumer stopped received=2 duplicates=0 dead_lettered=0"}},
+				"Consumer stopped received=2 duplicates=0 dead_lettered=0 recovered=0"}},
 		{name: "summary only", args: []string{"--bootstrap-servers", broker, "--count", "2", "--group", "quiet", "--log-events=false"}, code: 0,
-			stdout: []string{"Consumer stopped received=2 duplicates=0 dead_lettered=0 elapsed="},
+			stdout: []string{"Consumer stopped received=2 duplicates=0 dead_lettered=0 recovered=0 elapsed="},
 			// Events without ce_time have no latency to sum up.
 			absent: []string{"Received: ", "latency_p50"}},
 		{name: "bad warm-up", args: []string{"--warmup", "soon"}, code: 2,
 			stderr: `consumer: invalid --warmup "soon": want a duration`},
+		{name: "events through a channel", args: []string{"-X", "go.events.channel.enable=true"}, code: 2,
+			stderr: `consumer: invalid -X "go.events.channel.enable=true": go.* properties change how the client hands events to the consumer, which it relies on`},
+		{name: "dead-letter topic refuses", code: 1,
+			// A dead-letter producer that takes 5,000 bytes, as a topic made too small would.
+			args: []string{"--bootstrap-servers", broker, "--group", "refused", "--log-events=false", "-X", "message.max.bytes=5000"},
+			stdout: []string{`ERROR Consumer stopped received=2 duplicates=0 dead_lettered=0 recovered=0 elapsed=`,
+				`err="cannot dead-letter offset 2 of timestamp[0] to \"timestamp.dlq\": Broker: Message size too large (MSG_SIZE_TOO_LARGE)"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			var stdout, stderr strings.Builder
-			code := run(ctx, tt.args, func(k string) string { return tt.env[k] }, &stdout, &stderr)
+			code := run(ctx, env{args: tt.args, getenv: func(k string) string { return tt.env[k] },
+				stdout: &stdout, stderr: &stderr, admin: brokerDefaults{}})
 			if code != tt.code {
 				t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, stdout.String(), stderr.String())
 			}
@@ -89,6 +100,82 @@ func TestRun_exitCodes(t *testing.T) {
 			}
 			if !strings.HasPrefix(stderr.String(), tt.stderr) || strings.Count(stderr.String(), "\n") > 1 {
 				t.Errorf("stderr %q, want one line starting %q", stderr.String(), tt.stderr)
+			}
+		})
+	}
+}
+
+// brokerDefaults answers the admin requests of start-up, which the mock
+// cluster does not serve, as a broker with default settings would.
+type brokerDefaults struct{}
+
+func (brokerDefaults) CreateTopics(context.Context, []kafka.TopicSpecification, ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error) {
+	return nil, errors.New("the mock cluster's topics are created by the test")
+}
+
+func (brokerDefaults) DescribeConfigs(_ context.Context, rs []kafka.ConfigResource, _ ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error) {
+	var out []kafka.ConfigResourceResult
+	for _, r := range rs {
+		out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name,
+			Config: map[string]kafka.ConfigEntryResult{"max.message.bytes": {Name: "max.message.bytes", Value: "1048588"}}})
+	}
+	return out, nil
+}
+
+func (brokerDefaults) IncrementalAlterConfigs(_ context.Context, rs []kafka.ConfigResource, _ ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error) {
+	var out []kafka.ConfigResourceResult
+	for _, r := range rs {
+		out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name})
+	}
+	return out, nil
+}
+
+func TestWatchdog(t *testing.T) {
+	tests := []struct {
+		name    string
+		signals []os.Signal
+		finish  bool // the shutdown ends after the first signal
+		code    int  // -1: the process is left to end by itself
+		line    string
+	}{
+		{name: "shutdown in time", signals: []os.Signal{syscall.SIGTERM}, finish: true, code: -1},
+		{name: "second interrupt", signals: []os.Signal{os.Interrupt, os.Interrupt}, code: 130,
+			line: "ERROR Second stop signal: exiting now signal=interrupt uncommitted=7\n"},
+		{name: "second termination", signals: []os.Signal{syscall.SIGTERM, syscall.SIGINT}, code: 130,
+			line: "ERROR Second stop signal: exiting now signal=interrupt uncommitted=7\n"},
+		{name: "terminated twice", signals: []os.Signal{syscall.SIGTERM, syscall.SIGTERM}, code: 143,
+			line: "ERROR Second stop signal: exiting now signal=terminated uncommitted=7\n"},
+		{name: "shutdown too long", signals: []os.Signal{syscall.SIGTERM}, code: 1,
+			line: "ERROR Shutdown took longer than 300ms: exiting now uncommitted=7\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			signals := make(chan os.Signal, len(tt.signals))
+			for _, s := range tt.signals {
+				signals <- s
+			}
+			cancelled, done, exits := make(chan struct{}), make(chan struct{}), make(chan int, 1)
+			var out strings.Builder
+			w := watchdog{signals: signals, done: done, cancel: func() { close(cancelled) }, exit: func(code int) { exits <- code },
+				grace: 300 * time.Millisecond, uncommitted: func() int64 { return 7 }, log: logging.New(&out, logging.Text, slog.LevelInfo)}
+			returned := make(chan struct{})
+			go func() { w.run(); close(returned) }()
+			<-cancelled
+			if tt.finish {
+				close(done)
+			}
+			select {
+			case <-returned:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the watchdog neither ended the process nor returned")
+			}
+			code := -1
+			select {
+			case code = <-exits:
+			default:
+			}
+			if code != tt.code || out.String() != tt.line {
+				t.Errorf("exit %d and log %q, want %d and %q", code, out.String(), tt.code, tt.line)
 			}
 		})
 	}

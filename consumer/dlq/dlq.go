@@ -2,16 +2,15 @@
 // byte for byte, with headers that say why and where they came from.
 //
 // A write counts only once the broker acknowledged it: the consumer stores
-// the source offset after Write returns nil, so a message is never dropped
-// between the two topics.
+// the source offset after the report of Send says so, so a message is never
+// dropped between the two topics.
 package dlq
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -25,8 +24,14 @@ const (
 	HeaderOffset    = "dlq.offset"    // its offset there
 )
 
-// FlushTimeout bounds the wait for outstanding writes on Close.
-const FlushTimeout = 4 * time.Second
+// MaxErrorBytes bounds the dlq.error header, so that Headroom holds.
+const MaxErrorBytes = 1024
+
+// Headroom is how much larger than the source topic's limit the dead-letter
+// topic's must be: the four headers take at most 1,361 bytes (names 41,
+// error 1,024, topic 249, partition 11, offset 20, lengths 16), and a
+// record's length fields grow by a few bytes more.
+const Headroom = 2048
 
 // Writer writes to one dead-letter topic through an idempotent producer.
 type Writer struct {
@@ -37,8 +42,9 @@ type Writer struct {
 }
 
 // New creates a writer for topic; props are librdkafka properties
-// (bootstrap.servers and any overrides).
-func New(topic string, props kafka.ConfigMap, log *slog.Logger) (*Writer, error) {
+// (bootstrap.servers and any overrides). A maxMessageBytes above 0 is the
+// producer's message.max.bytes unless props set it.
+func New(topic string, props kafka.ConfigMap, maxMessageBytes int, log *slog.Logger) (*Writer, error) {
 	cm := kafka.ConfigMap{}
 	for k, v := range props {
 		cm[k] = v
@@ -52,10 +58,13 @@ func New(topic string, props kafka.ConfigMap, log *slog.Logger) (*Writer, error)
 	// the consumer) would only slow the consumer down.
 	cm["go.events.channel.size"] = 1000
 	cm["go.produce.channel.size"] = 1
-	// A single attempt gives up after this long; Write then tries again,
-	// saying so, instead of waiting in silence for librdkafka's 5 minutes.
+	// A single attempt gives up after this long; the consumer then tries
+	// again, saying so, instead of waiting in silence for librdkafka's 5 minutes.
 	if _, ok := cm["message.timeout.ms"]; !ok {
 		cm["message.timeout.ms"] = 30000
+	}
+	if _, ok := cm["message.max.bytes"]; !ok && maxMessageBytes > 0 {
+		cm["message.max.bytes"] = maxMessageBytes
 	}
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
@@ -72,63 +81,31 @@ func (w *Writer) Topic() string { return w.topic }
 // Producer is the writer's Kafka producer, for admin requests.
 func (w *Writer) Producer() *kafka.Producer { return w.p }
 
-// Write copies m to the dead-letter topic with reason and its origin in
-// headers, and returns once the broker acknowledged the copy. Failed
-// attempts are retried with backoff until ctx ends.
-func (w *Writer) Write(ctx context.Context, m *kafka.Message, reason error) error {
+// Send starts copying m to the dead-letter topic with reason and its origin
+// in headers. The outcome arrives on report (buffered) as a *kafka.Message
+// whose TopicPartition.Error is nil once the broker acknowledged the copy.
+func (w *Writer) Send(m *kafka.Message, reason error, report chan kafka.Event) error {
+	why := reason.Error()
+	if len(why) > MaxErrorBytes {
+		why = strings.ToValidUTF8(why[:MaxErrorBytes], "")
+	}
 	headers := make([]kafka.Header, 0, len(m.Headers)+4)
 	headers = append(headers, m.Headers...)
 	headers = append(headers,
-		kafka.Header{Key: HeaderError, Value: []byte(reason.Error())},
+		kafka.Header{Key: HeaderError, Value: []byte(why)},
 		kafka.Header{Key: HeaderTopic, Value: []byte(*m.TopicPartition.Topic)},
 		kafka.Header{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(m.TopicPartition.Partition), 10)},
 		kafka.Header{Key: HeaderOffset, Value: strconv.AppendInt(nil, int64(m.TopicPartition.Offset), 10)},
 	)
-	out := &kafka.Message{
+	return w.p.Produce(&kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &w.topic, Partition: kafka.PartitionAny},
 		Key:            m.Key,
 		Value:          m.Value,
 		Headers:        headers,
-	}
-	backoff := 100 * time.Millisecond
-	for {
-		err := w.writeOnce(ctx, out)
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if kerr := (kafka.Error{}); errors.As(err, &kerr) && (kerr.IsFatal() || kerr.Code() == kafka.ErrFatal) {
-			return fmt.Errorf("dead-letter producer failed: %w", err)
-		}
-		w.log.Warn("Dead-letter write failed, retrying", "topic", w.topic, "in", backoff, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	}, report)
 }
 
-func (w *Writer) writeOnce(ctx context.Context, m *kafka.Message) error {
-	report := make(chan kafka.Event, 1)
-	if err := w.p.Produce(m, report); err != nil {
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case e := <-report:
-		if dm, ok := e.(*kafka.Message); ok {
-			return dm.TopicPartition.Error
-		}
-		return fmt.Errorf("unexpected delivery event %v", e)
-	}
-}
-
-// events logs the producer's client errors; reports go to Write's channel.
+// events logs the producer's client errors; reports go to Send's channel.
 func (w *Writer) events() {
 	defer close(w.done)
 	for e := range w.p.Events() {
@@ -138,9 +115,9 @@ func (w *Writer) events() {
 	}
 }
 
-// Close waits up to FlushTimeout for outstanding writes, then closes the producer.
-func (w *Writer) Close() {
-	w.p.Flush(int(FlushTimeout / time.Millisecond))
+// Close waits up to timeout for outstanding writes, then closes the producer.
+func (w *Writer) Close(timeout time.Duration) {
+	w.p.Flush(int(timeout / time.Millisecond))
 	w.p.Close()
 	<-w.done
 }

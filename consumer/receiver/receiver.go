@@ -13,6 +13,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -23,8 +24,10 @@ import (
 	"github.com/event-driven-go/kafka-go/consumer/latency"
 )
 
-// closeTimeout bounds the wait for the group to take the partitions back on Close.
-const closeTimeout = 3 * time.Second
+// shutdownBudget bounds Close as a whole (commit, leaving the group,
+// closing the consumer, flushing the dead-letter producer), well inside
+// the 10 s that docker stop grants.
+const shutdownBudget = 5 * time.Second
 
 // Options configures a Receiver.
 type Options struct {
@@ -38,6 +41,11 @@ type Options struct {
 	// first Warmup after the first event.
 	Warmup    time.Duration
 	LogEvents bool // log "Received: ..." for each event
+	// StallAfter is how long a partition with something to read may
+	// deliver nothing before the client counts as stalled; 0 means 15 s.
+	StallAfter time.Duration
+	// Admin makes EnsureTopics' admin requests; nil uses the dead-letter producer's client.
+	Admin Admin
 	// Kafka holds librdkafka properties: bootstrap.servers and any overrides.
 	Kafka kafka.ConfigMap
 }
@@ -47,6 +55,7 @@ type Result struct {
 	Received     int64 // events handled, duplicates included
 	Duplicates   int64 // events whose id was seen before in this run
 	DeadLettered int64 // messages written to the dead-letter topic
+	Recovered    int64 // times a stalled client was re-created
 	// Elapsed runs from the first event received to the last.
 	Elapsed time.Duration
 	// Latency holds the end-to-end latencies (receive time minus the
@@ -83,15 +92,22 @@ func (k keyer) key(source, id string) eventKey {
 
 // Receiver owns a group consumer and the producer of its dead-letter topic.
 type Receiver struct {
-	c    *kafka.Consumer
-	dlq  *dlq.Writer
-	dec  event.Decoder
-	keys keyer
-	seen *dedup.Window[eventKey]
-	log  *slog.Logger
-	opts Options
-	now  func() time.Time
-	res  Result
+	c        *kafka.Consumer
+	cm       kafka.ConfigMap // the consumer's configuration, to re-create it
+	dlq      *dlq.Writer
+	dlqProps kafka.ConfigMap // the dead-letter producer's, to size it
+	pending  map[int32]*deadLetter
+	stall    stallWatch
+	// uncommitted counts the offsets stored since the last successful
+	// commit, for a second stop signal to say what it gives up.
+	uncommitted atomic.Int64
+	dec         event.Decoder
+	keys        keyer
+	seen        *dedup.Window[eventKey]
+	log         *slog.Logger
+	opts        Options
+	now         func() time.Time
+	res         Result
 
 	first, last time.Time // when the first and the latest event arrived
 
@@ -111,6 +127,8 @@ func New(opts Options, log *slog.Logger) (*Receiver, error) {
 		now:      time.Now,
 		logs:     make(chan kafka.LogEvent, 1000),
 		logsDone: make(chan struct{}),
+		pending:  map[int32]*deadLetter{},
+		stall:    newStallWatch(opts.StallAfter),
 	}
 	cm := kafka.ConfigMap{
 		// Start from the oldest event when the group has no offset yet, so
@@ -142,31 +160,74 @@ func New(opts Options, log *slog.Logger) (*Receiver, error) {
 	}
 	dm := kafka.ConfigMap{"go.logs.channel.enable": true, "go.logs.channel": r.logs}
 	for k, v := range opts.Kafka {
-		dm[k] = v
+		if !consumerOnly(k) {
+			dm[k] = v
+		}
 	}
-	w, err := dlq.New(opts.DLQTopic, dm, log)
+	// EnsureTopics replaces this writer with one sized for the topic.
+	w, err := dlq.New(opts.DLQTopic, dm, 0, log)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
 	}
-	r.c, r.dlq = c, w
+	r.c, r.cm, r.dlq, r.dlqProps = c, cm, w, dm
 	go r.forwardLogs()
 	return r, nil
 }
 
-// EnsureTopics creates the topic and the dead-letter topic unless they
-// exist, so that the consumer can start before the producer.
-func (r *Receiver) EnsureTopics(ctx context.Context) error {
-	for _, t := range []string{r.opts.Topic, r.opts.DLQTopic} {
-		if err := ensureTopic(ctx, r.dlq.Producer(), t, r.log); err != nil {
-			return err
-		}
+// consumerOnly tells the librdkafka properties only consumers have (scope
+// "C" in librdkafka's CONFIGURATION.md), which the dead-letter producer is
+// not given; allow.auto.create.topics has both scopes, but the producer
+// must not create the dead-letter topic with the broker's defaults.
+func consumerOnly(key string) bool {
+	switch key {
+	case "partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
+		"coordinator.query.interval.ms", "max.poll.interval.ms", "auto.commit.interval.ms",
+		"queued.min.messages", "queued.max.messages.kbytes", "max.partition.fetch.bytes",
+		"isolation.level", "enable.partition.eof", "check.crcs", "auto.offset.reset", "allow.auto.create.topics":
+		return true
 	}
+	return strings.HasPrefix(key, "group.") || strings.HasPrefix(key, "fetch.") || strings.HasPrefix(key, "enable.auto.")
+}
+
+// EnsureTopics creates the topic and the dead-letter topic unless they
+// exist, so that the consumer can start before the producer, and gives the
+// dead-letter topic and producer room for anything the topic accepts. Its
+// errors say whether Kafka was out of reach within timeout or refused.
+func (r *Receiver) EnsureTopics(ctx context.Context, timeout time.Duration) error {
+	limit, err := r.sizeTopics(ctx, timeout)
+	if err != nil {
+		return err
+	}
+	// A producer's message.max.bytes is fixed when it is created.
+	w, err := dlq.New(r.opts.DLQTopic, r.dlqProps, limit, r.log)
+	if err != nil {
+		return err
+	}
+	r.dlq.Close(0)
+	r.dlq = w
 	return nil
 }
 
+func (r *Receiver) sizeTopics(ctx context.Context, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s := setup{p: r.dlq.Producer(), admin: r.opts.Admin, servers: fmt.Sprint(r.opts.Kafka["bootstrap.servers"]), timeout: timeout, log: r.log}
+	if s.admin == nil {
+		a, err := kafka.NewAdminClientFromProducer(r.dlq.Producer())
+		if err != nil {
+			return 0, fmt.Errorf("create admin client: %w", err)
+		}
+		defer a.Close()
+		s.admin = a
+	}
+	return s.topics(ctx, r.opts.Topic, r.opts.DLQTopic)
+}
+
 // Run consumes until Count events were received or ctx ends, then commits
-// and closes. It returns an error only for a fatal client error.
+// and closes. It returns an error for a fatal client error or a message
+// the dead-letter topic refused; the offsets from that message's on stay
+// uncommitted.
 func (r *Receiver) Run(ctx context.Context) (Result, error) {
 	err := r.consume(ctx)
 	r.Close()
@@ -176,17 +237,22 @@ func (r *Receiver) Run(ctx context.Context) (Result, error) {
 	return r.res, err
 }
 
-func (r *Receiver) consume(ctx context.Context) error {
+func (r *Receiver) subscribe() error {
 	if err := r.c.SubscribeTopics([]string{r.opts.Topic}, r.rebalanced); err != nil {
 		return fmt.Errorf("subscribe to %q: %w", r.opts.Topic, err)
+	}
+	return nil
+}
+
+func (r *Receiver) consume(ctx context.Context) error {
+	if err := r.subscribe(); err != nil {
+		return err
 	}
 	for ctx.Err() == nil && (r.opts.Count == 0 || r.res.Received < int64(r.opts.Count)) {
 		switch e := r.c.Poll(100).(type) {
 		case *kafka.Message:
-			if err := r.handle(ctx, e); err != nil {
-				if ctx.Err() != nil {
-					return nil // stopping: the message was not stored and comes again
-				}
+			r.stall.seen(e.TopicPartition.Partition)
+			if err := r.handle(e); err != nil {
 				return err
 			}
 		case kafka.Error:
@@ -196,6 +262,12 @@ func (r *Receiver) consume(ctx context.Context) error {
 			r.log.Warn("Kafka client error, retrying", "err", e)
 		case kafka.OffsetsCommitted:
 			r.committed(e)
+		}
+		if err := r.deadLetters(); err != nil {
+			return err
+		}
+		if err := r.checkStall(); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -209,6 +281,7 @@ func (r *Receiver) committed(e kafka.OffsetsCommitted) {
 		r.log.Warn("Commit failed; events handled since the last commit will be delivered again", "err", e.Error)
 		return
 	}
+	r.uncommitted.Store(0)
 	for _, tp := range e.Offsets {
 		if tp.Error != nil {
 			r.log.Warn("Commit failed for a partition", "partition", tp.Partition, "offset", int64(tp.Offset), "err", tp.Error)
@@ -216,26 +289,112 @@ func (r *Receiver) committed(e kafka.OffsetsCommitted) {
 	}
 }
 
-// handle decodes and handles one message, or dead-letters it, and only then
-// stores its offset.
-func (r *Receiver) handle(ctx context.Context, m *kafka.Message) error {
+// handle decodes and handles one message and stores its offset, or starts
+// writing it to the dead-letter topic.
+func (r *Receiver) handle(m *kafka.Message) error {
 	ev, err := r.dec.Decode(m.Value, m.Headers)
 	if err != nil {
-		if err := r.dlq.Write(ctx, m, err); err != nil {
-			return fmt.Errorf("dead-letter offset %d of %s: %w", m.TopicPartition.Offset, m.TopicPartition, err)
-		}
-		r.res.DeadLettered++
-		r.log.Warn("Dead-lettered", "reason", err, "partition", m.TopicPartition.Partition,
-			"offset", int64(m.TopicPartition.Offset), "dlq", r.dlq.Topic())
-	} else {
-		r.receive(ev, m)
+		return r.deadLetter(m, err)
 	}
+	r.receive(ev, m)
+	r.store(m)
+	return nil
+}
+
+// store stores the offset after m, for the next commit.
+func (r *Receiver) store(m *kafka.Message) {
 	if _, err := r.c.StoreMessage(m); err != nil {
 		// The partition was taken away meanwhile; its new owner reads the
 		// event again, as at-least-once allows.
 		r.log.Warn("Offset not stored", "partition", m.TopicPartition.Partition,
 			"offset", int64(m.TopicPartition.Offset), "err", err)
+		return
 	}
+	r.uncommitted.Add(1)
+}
+
+// deadLetter is a write to the dead-letter topic in flight. Its partition
+// is paused until the broker acknowledged the write, so that no later
+// offset of that partition is stored before it; one write per partition,
+// the others go on. Pausing drops what librdkafka fetched ahead, and
+// resuming fetches from the message after the last one Poll returned: the
+// dead letter's successor. Polling goes on meanwhile, which keeps the
+// group membership, the rebalances and the background commits alive.
+type deadLetter struct {
+	m       *kafka.Message
+	reason  error
+	report  chan kafka.Event
+	backoff time.Duration
+	retry   time.Time // when to try again; zero while an attempt is in flight
+}
+
+func (r *Receiver) deadLetter(m *kafka.Message, reason error) error {
+	if err := r.c.Pause([]kafka.TopicPartition{m.TopicPartition}); err != nil {
+		return fmt.Errorf("pause %s: %w", m.TopicPartition, err)
+	}
+	d := &deadLetter{m: m, reason: reason, report: make(chan kafka.Event, 1), backoff: 100 * time.Millisecond}
+	r.pending[m.TopicPartition.Partition] = d
+	return r.send(d)
+}
+
+func (r *Receiver) send(d *deadLetter) error {
+	d.retry = time.Time{}
+	if err := r.dlq.Send(d.m, d.reason, d.report); err != nil {
+		return r.failed(d, err)
+	}
+	return nil
+}
+
+// deadLetters finishes the writes the broker acknowledged and retries the
+// failed ones whose backoff passed; it returns an error for a write that
+// only a person can make succeed.
+func (r *Receiver) deadLetters() error {
+	for _, d := range r.pending {
+		if !d.retry.IsZero() {
+			if time.Now().After(d.retry) {
+				if err := r.send(d); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		select {
+		case e := <-d.report:
+			if err := e.(*kafka.Message).TopicPartition.Error; err != nil {
+				if err := r.failed(d, err); err != nil {
+					return err
+				}
+				continue
+			}
+			tp := d.m.TopicPartition
+			delete(r.pending, tp.Partition)
+			r.res.DeadLettered++
+			r.log.Warn("Dead-lettered", "reason", d.reason, "partition", tp.Partition,
+				"offset", int64(tp.Offset), "dlq", r.dlq.Topic())
+			r.store(d.m)
+			if err := r.c.Resume([]kafka.TopicPartition{tp}); err != nil {
+				return fmt.Errorf("resume %s: %w", tp, err)
+			}
+		default:
+		}
+	}
+	return nil
+}
+
+// failed stops the consumer for a permanent error, or schedules a retry
+// with backoff (100 ms doubling to 5 s).
+func (r *Receiver) failed(d *deadLetter, err error) error {
+	tp := d.m.TopicPartition
+	if permanent(err) {
+		var kerr kafka.Error
+		errors.As(err, &kerr)
+		return fmt.Errorf("cannot dead-letter offset %d of %s[%d] to %q: %w (%s)",
+			tp.Offset, *tp.Topic, tp.Partition, r.dlq.Topic(), err, codeName(kerr.Code()))
+	}
+	r.log.Warn("Dead-letter write failed, retrying", "dlq", r.dlq.Topic(), "partition", tp.Partition,
+		"offset", int64(tp.Offset), "in", d.backoff, "err", err)
+	d.retry = time.Now().Add(d.backoff)
+	d.backoff = min(2*d.backoff, 5*time.Second)
 	return nil
 }
 
@@ -281,11 +440,22 @@ func (r *Receiver) receive(ev event.Event, m *kafka.Message) {
 
 // rebalanced logs assignments and commits what was handled before
 // partitions are given away, so that their next owner starts after it.
+// A dead-letter write still pending for a partition that goes is given up:
+// its offset was never stored, so the next owner reads the message again.
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 	switch e := e.(type) {
 	case kafka.AssignedPartitions:
+		r.stall.assigned(e.Partitions)
 		r.log.Info("Partitions assigned", "partitions", partitions(e.Partitions))
 	case kafka.RevokedPartitions:
+		for _, tp := range e.Partitions {
+			if _, ok := r.pending[tp.Partition]; ok {
+				delete(r.pending, tp.Partition)
+				// Should the partition come back, it must not come back paused.
+				_ = c.Resume([]kafka.TopicPartition{tp})
+			}
+		}
+		r.stall.revoked(e.Partitions)
 		if !c.AssignmentLost() {
 			r.commit()
 		}
@@ -300,17 +470,46 @@ func (r *Receiver) commit() {
 	var kerr kafka.Error
 	if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
 		r.log.Warn("Commit failed; events handled since the last commit will be delivered again", "err", err)
+		return
+	}
+	r.uncommitted.Store(0)
+}
+
+// Uncommitted is about how many events were handled since the last
+// successful commit: what a crash now would deliver again. It is safe to
+// call from any goroutine.
+func (r *Receiver) Uncommitted() int64 { return r.uncommitted.Load() }
+
+// Close commits the stored offsets, leaves the group and closes both
+// clients, within shutdownBudget: the steps that take a timeout get what
+// is left of it, and should one outlast it, Close returns and leaves the
+// clients to the end of the process. Run calls it; call it yourself only
+// when Run is never called.
+func (r *Receiver) Close() {
+	deadline := time.Now().Add(shutdownBudget)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.closeConsumer(deadline)
+		r.dlq.Close(max(time.Until(deadline), 0))
+		close(r.logs) // both clients are closed: nothing writes to it any more
+		<-r.logsDone
+	}()
+	select {
+	case <-done:
+	case <-time.After(shutdownBudget):
+		r.log.Warn("Kafka clients still closing after the shutdown budget; leaving them", "budget", shutdownBudget)
 	}
 }
 
-// Close commits the stored offsets, leaves the group and closes both
-// clients. Run calls it; call it yourself only when Run is never called.
-func (r *Receiver) Close() {
+// closeConsumer commits the stored offsets, leaves the group and closes
+// the consumer.
+func (r *Receiver) closeConsumer(deadline time.Time) {
 	r.commit()
 	// Give the partitions up before closing: closing a consumer while a
 	// rebalance is still pending can hang inside librdkafka.
 	if err := r.c.Unsubscribe(); err == nil {
-		for deadline := time.Now().Add(closeTimeout); time.Now().Before(deadline); {
+		for time.Now().Before(deadline) {
 			if a, err := r.c.Assignment(); err != nil || len(a) == 0 {
 				break
 			}
@@ -320,9 +519,6 @@ func (r *Receiver) Close() {
 	if err := r.c.Close(); err != nil {
 		r.log.Warn("Consumer close", "err", err)
 	}
-	r.dlq.Close()
-	close(r.logs) // both clients are closed: nothing writes to it any more
-	<-r.logsDone
 }
 
 // forwardLogs writes librdkafka's own log lines: errors as warnings (the

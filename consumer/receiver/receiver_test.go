@@ -323,7 +323,7 @@ func TestReceiver_malformedMessagesGoToDLQ(t *testing.T) {
 		t.Errorf("%d dead-letter log lines for %d bad messages", n, len(bad))
 	}
 
-	dead := readAll(t, mc.BootstrapServers(), topic+".dlq", len(bad))
+	dead := readAll(t, mc.BootstrapServers(), topic+".dlq", 0, len(bad))
 	if len(dead) != len(bad) {
 		t.Fatalf("dead-letter topic holds %d messages, want %d", len(dead), len(bad))
 	}
@@ -409,14 +409,15 @@ func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
 	}
 }
 
-func readAll(t *testing.T, bootstrap, tp string, want int) []*kafka.Message {
+// readAll reads partition p of topic tp from the start: want messages, and any one more.
+func readAll(t *testing.T, bootstrap, tp string, p int32, want int) []*kafka.Message {
 	t.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": false})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Assign([]kafka.TopicPartition{{Topic: &tp, Partition: 0, Offset: kafka.OffsetBeginning}}); err != nil {
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &tp, Partition: p, Offset: kafka.OffsetBeginning}}); err != nil {
 		t.Fatal(err)
 	}
 	var out []*kafka.Message

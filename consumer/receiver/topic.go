@@ -2,75 +2,153 @@ package receiver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/consumer/dlq"
 )
 
-// ensureTopic looks the topic up and creates it through the admin API when
-// it is missing, with one partition; it never relies on the broker's
-// auto-creation.
-func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog.Logger) error {
-	ready, err := topicReady(ctx, p, topic)
-	if err != nil || ready {
-		return err
+// Admin is the part of *kafka.AdminClient that EnsureTopics uses.
+type Admin interface {
+	CreateTopics(ctx context.Context, topics []kafka.TopicSpecification, options ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error)
+	DescribeConfigs(ctx context.Context, resources []kafka.ConfigResource, options ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+	IncrementalAlterConfigs(ctx context.Context, resources []kafka.ConfigResource, options ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+}
+
+// setup creates and sizes the topics at start.
+type setup struct {
+	p       *kafka.Producer // for metadata requests
+	admin   Admin
+	servers string
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+// topics makes sure topic exists, and that dlqTopic exists with room for
+// anything topic accepts plus the dead-letter headers. It returns the
+// dead-letter topic's max.message.bytes.
+func (s setup) topics(ctx context.Context, topic, dlqTopic string) (int, error) {
+	if _, err := s.ensure(ctx, topic, nil); err != nil {
+		return 0, err
 	}
-	admin, err := kafka.NewAdminClientFromProducer(p)
+	limit, err := s.maxMessageBytes(ctx, topic)
 	if err != nil {
-		return fmt.Errorf("create admin client: %w", err)
+		return 0, err
 	}
-	defer admin.Close()
-	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{{
+	want := limit + dlq.Headroom
+	created, err := s.ensure(ctx, dlqTopic, map[string]string{"max.message.bytes": strconv.Itoa(want)})
+	if err != nil || created {
+		return want, err
+	}
+	have, err := s.maxMessageBytes(ctx, dlqTopic)
+	if err != nil || have >= want {
+		return want, err
+	}
+	res, err := s.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: dlqTopic,
+		Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: strconv.Itoa(want), IncrementalOperation: kafka.AlterConfigOpTypeSet}}}})
+	what := fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", dlqTopic, have, want)
+	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
+		err = res[0].Error
+	}
+	if err != nil {
+		return 0, s.fail(what, err)
+	}
+	s.log.Info("Raised max.message.bytes of the dead-letter topic", "topic", dlqTopic, "from", have, "to", want, "source_limit", limit)
+	return want, nil
+}
+
+// ensure looks the topic up and creates it through the admin API when it
+// is missing, with one partition and config; it never relies on the
+// broker's auto-creation. It reports whether it created the topic.
+func (s setup) ensure(ctx context.Context, topic string, config map[string]string) (bool, error) {
+	ready, err := s.ready(ctx, topic)
+	if err != nil || ready {
+		return false, err
+	}
+	res, err := s.admin.CreateTopics(ctx, []kafka.TopicSpecification{{
 		Topic:         topic,
 		NumPartitions: 1,
 		// ReplicationFactor 0 asks for the broker's default.replication.factor.
+		Config: config,
 	}})
-	if err != nil {
-		return fmt.Errorf("create topic %q: %w", topic, err)
+	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError && res[0].Error.Code() != kafka.ErrTopicAlreadyExists {
+		err = res[0].Error
 	}
-	for _, r := range res {
-		switch r.Error.Code() {
-		case kafka.ErrNoError:
-			log.Info("Created topic", "topic", r.Topic)
-		case kafka.ErrTopicAlreadyExists:
-		default:
-			return fmt.Errorf("create topic %q: %w", r.Topic, r.Error)
-		}
+	if err != nil {
+		return false, s.fail(fmt.Sprintf("creating topic %q", topic), err)
+	}
+	created := len(res) > 0 && res[0].Error.Code() == kafka.ErrNoError
+	if created {
+		s.log.Info("Created topic", "topic", topic)
 	}
 	// Wait until the topic has leaders, so that the first send or
 	// subscription does not race the topic's propagation.
 	for {
-		if ready, err := topicReady(ctx, p, topic); err != nil || ready {
-			return err
+		if ready, err := s.ready(ctx, topic); err != nil || ready {
+			return created, err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("topic %q created but has no leader yet: %w", topic, ctx.Err())
+			return created, fmt.Errorf("topic %q created but has no leader after %s", topic, s.timeout)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// topicReady reports whether the cluster knows topic and every partition has a leader.
-func topicReady(ctx context.Context, p *kafka.Producer, topic string) (bool, error) {
+// ready reports whether the cluster knows topic and every partition has a leader.
+func (s setup) ready(ctx context.Context, topic string) (bool, error) {
 	timeout := 10 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	md, err := p.GetMetadata(&topic, false, int(timeout/time.Millisecond))
+	md, err := s.p.GetMetadata(&topic, false, int(timeout/time.Millisecond))
 	if err != nil {
-		return false, fmt.Errorf("look up topic %q: %w", topic, err)
+		return false, s.fail(fmt.Sprintf("looking up topic %q", topic), err)
 	}
 	t, ok := md.Topics[topic]
-	if !ok || t.Error.Code() != kafka.ErrNoError || len(t.Partitions) == 0 {
+	switch {
+	case !ok || t.Error.Code() == kafka.ErrUnknownTopicOrPart || t.Error.Code() == kafka.ErrLeaderNotAvailable:
 		return false, nil
+	case t.Error.Code() != kafka.ErrNoError:
+		return false, s.fail(fmt.Sprintf("the metadata of topic %q", topic), t.Error)
 	}
 	for _, pt := range t.Partitions {
 		if pt.Leader < 0 {
 			return false, nil
 		}
 	}
-	return true, nil
+	return len(t.Partitions) > 0, nil
+}
+
+// maxMessageBytes is the topic's max.message.bytes: its own, or the broker's default.
+func (s setup) maxMessageBytes(ctx context.Context, topic string) (int, error) {
+	res, err := s.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
+	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
+		err = res[0].Error
+	}
+	what := fmt.Sprintf("describing topic %q", topic)
+	if err != nil {
+		return 0, s.fail(what, err)
+	}
+	n, err := strconv.Atoi(res[0].Config["max.message.bytes"].Value)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("Kafka at %s answered %s without a max.message.bytes", s.servers, what)
+	}
+	return n, nil
+}
+
+// fail words a failed request: the cluster refused it (a broker's error
+// code, which is positive), or no answer came (librdkafka's own, negative
+// codes, and everything else).
+func (s setup) fail(what string, err error) error {
+	var kerr kafka.Error
+	if errors.As(err, &kerr) && kerr.Code() > 0 {
+		return fmt.Errorf("Kafka at %s refused %s: %s: %w", s.servers, what, codeName(kerr.Code()), err)
+	}
+	return fmt.Errorf("cannot reach Kafka at %s within %s: %s: %w", s.servers, s.timeout, what, err)
 }
