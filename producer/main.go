@@ -91,7 +91,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	}
 
 	res, err := s.Run(ctx)
-	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unknown", res.Unknown}
+	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unknown", res.Unknown, "recovered", res.Recovered}
 	if res.Elapsed > 0 {
 		attrs = append(attrs, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", math.Round(res.Rate()*10)/10)
 	}

@@ -31,6 +31,10 @@ type Options struct {
 	Count     int           // events to send; 0 sends until the context ends
 	ValueSize int           // bytes each value is padded to; 0 sends the bare value
 	LogEvents bool          // log "Sending: ..." for each event
+	// StallAfter is how long events may wait without any delivery report
+	// before the client is checked for a leader stall (see stall.go);
+	// 0 means DefaultStallAfter.
+	StallAfter time.Duration
 	// Kafka holds librdkafka properties: bootstrap.servers and any overrides.
 	Kafka kafka.ConfigMap
 }
@@ -41,6 +45,7 @@ type Result struct {
 	Delivered int64 // acknowledged by the broker
 	Failed    int64 // not written: refused, timed out, or purged from the queue at shutdown
 	Unknown   int64 // purged while in flight at shutdown: may have been written
+	Recovered int64 // times the client was re-created after a leader stall
 	// Elapsed runs from the first event handed to the client to the last
 	// delivery report; 0 when nothing was sent.
 	Elapsed time.Duration
@@ -54,22 +59,35 @@ func (r Result) Rate() float64 {
 	return float64(r.Delivered) / r.Elapsed.Seconds()
 }
 
-// Sender owns one Kafka producer and the goroutines that drain its events.
+// Sender owns a Kafka producer, re-created after a leader stall, and the
+// goroutines that drain its events.
 type Sender struct {
-	p    *kafka.Producer
 	log  *slog.Logger
 	opts Options
+	cm   kafka.ConfigMap // the client's configuration, to re-create it
 	enc  *event.Encoder
 
-	// Counts of events, read while Run runs (Counts).
-	attempted, delivered, failed, unknown atomic.Int64
+	mu sync.RWMutex // read-held to use c, write-held to replace it
+	c  *client
+
+	// Counts, read while Run runs (Counts).
+	attempted, delivered, failed, unknown, recovered atomic.Int64
 
 	lastReport atomic.Int64  // Unix nanoseconds of the latest delivery report
 	progress   chan struct{} // a delivery report arrived: queue space may be free
 	fatal      chan struct{} // closed on the first fatal client error
 	fatalOnce  sync.Once
 	fatalErr   error
-	drained    sync.WaitGroup // the event and log goroutines
+}
+
+// client is one Kafka producer and the goroutines that drain it.
+type client struct {
+	p       *kafka.Producer
+	drained sync.WaitGroup // the goroutines of Events() and Logs()
+	// retiring is set before a recovery purges p: the purged events are
+	// then kept in purged, to be sent again, instead of being counted.
+	retiring atomic.Bool
+	purged   []*inflight // written by the Events() goroutine; read once drained
 }
 
 // New creates the producer. Errors here come from the client configuration.
@@ -100,28 +118,47 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	// drained as they come, and ProduceChannel is never used.
 	cm["go.events.channel.size"] = 10000
 	cm["go.produce.channel.size"] = 1
-	p, err := kafka.NewProducer(&cm)
-	if err != nil {
-		return nil, fmt.Errorf("create producer: %w", err)
+	if opts.StallAfter == 0 {
+		opts.StallAfter = DefaultStallAfter
 	}
 	s := &Sender{
-		p:        p,
 		log:      log,
 		opts:     opts,
+		cm:       cm,
 		enc:      enc,
 		progress: make(chan struct{}, 1),
 		fatal:    make(chan struct{}),
 	}
-	s.drained.Go(s.reports)
-	s.drained.Go(s.logs)
+	if s.c, err = s.newClient(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// newClient creates a producer and starts the goroutines that drain it.
+func (s *Sender) newClient() (*client, error) {
+	p, err := kafka.NewProducer(&s.cm) // NewProducer copies the map
+	if err != nil {
+		return nil, fmt.Errorf("create producer: %w", err)
+	}
+	c := &client{p: p}
+	c.drained.Go(func() { s.reports(c) })
+	c.drained.Go(func() { s.logs(c) })
+	return c, nil
+}
+
+// close closes the producer, which closes Events() and Logs(), and waits
+// for the goroutines that drained them.
+func (c *client) close() {
+	c.p.Close()
+	c.drained.Wait()
 }
 
 // EnsureTopic creates the topic with one partition (one partition keeps the
 // whole stream in order) unless it exists. It waits for the cluster until
 // ctx ends.
 func (s *Sender) EnsureTopic(ctx context.Context) error {
-	return ensureTopic(ctx, s.p, s.opts.Topic, s.log)
+	return ensureTopic(ctx, s.c.p, s.opts.Topic, s.log)
 }
 
 // Run sends events until Count is reached or ctx ends, waits for their
@@ -129,8 +166,13 @@ func (s *Sender) EnsureTopic(ctx context.Context) error {
 // error when the client failed fatally or when any accepted event was not
 // delivered.
 func (s *Sender) Run(ctx context.Context) (Result, error) {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	watching.Go(func() { s.watchStall(watchCtx) })
 	first, err := s.produce(ctx)
 	s.finish(ctx)
+	stopWatch()
+	watching.Wait()
 	s.Close()
 	res := s.Counts()
 	// Events still without a report when the client closed may have been
@@ -152,7 +194,8 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 // Counts returns the counts so far; it is safe to call while Run runs.
 // Elapsed is left 0.
 func (s *Sender) Counts() Result {
-	return Result{Attempted: s.attempted.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(), Unknown: s.unknown.Load()}
+	return Result{Attempted: s.attempted.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
+		Unknown: s.unknown.Load(), Recovered: s.recovered.Load()}
 }
 
 // finish waits for the delivery report of every accepted event. A run that
@@ -162,22 +205,33 @@ func (s *Sender) Counts() Result {
 // every event left gets a report, failed if it was still queued, unknown
 // if it was in flight.
 func (s *Sender) finish(ctx context.Context) {
+	// Short flushes let a recovery replace the client in between.
 	for ctx.Err() == nil && s.fatalError() == nil {
-		if s.p.Flush(100) == 0 {
+		if s.flush(100*time.Millisecond) == 0 {
 			return
 		}
 	}
-	if s.p.Flush(int(FlushTimeout/time.Millisecond)) > 0 {
-		_ = s.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
-		s.p.Flush(500)
+	if s.flush(FlushTimeout) > 0 {
+		s.mu.RLock()
+		_ = s.c.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+		s.mu.RUnlock()
+		s.flush(500 * time.Millisecond)
 	}
+}
+
+// flush waits up to d for outstanding deliveries and returns how many are left.
+func (s *Sender) flush(d time.Duration) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.c.p.Flush(int(d / time.Millisecond))
 }
 
 // Close closes the producer and waits for the goroutines that drain it.
 // Run calls it; call it yourself only when Run is never called.
 func (s *Sender) Close() {
-	s.p.Close() // closes Events() and Logs(): the drain goroutines end
-	s.drained.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.c.close()
 }
 
 // produce sends events until Count is reached or ctx ends. It returns when
@@ -221,7 +275,10 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 			case ctx.Err() != nil:
 				return first, nil
 			case errors.As(err, &kerr) && kerr.Code() == kafka.ErrFatal:
-				return first, s.setFatal(s.p.GetFatalError())
+				s.mu.RLock()
+				ferr := s.c.p.GetFatalError()
+				s.mu.RUnlock()
+				return first, s.setFatal(ferr)
 			default:
 				return first, fmt.Errorf("send event %d: %w", seq, err)
 			}
@@ -249,7 +306,9 @@ const inflightBlock = 1024
 // back-pressure slows the producer down instead of failing it.
 func (s *Sender) send(ctx context.Context, msg *kafka.Message) error {
 	for {
-		err := s.p.Produce(msg, nil)
+		s.mu.RLock()
+		err := s.c.p.Produce(msg, nil)
+		s.mu.RUnlock()
 		var kerr kafka.Error
 		if !errors.As(err, &kerr) || kerr.Code() != kafka.ErrQueueFull {
 			return err
@@ -265,13 +324,13 @@ func (s *Sender) send(ctx context.Context, msg *kafka.Message) error {
 	}
 }
 
-// reports drains the producer's events: one delivery report per accepted
-// event, and client errors.
-func (s *Sender) reports() {
-	for e := range s.p.Events() {
+// reports drains the events of c: one delivery report per accepted event,
+// and client errors.
+func (s *Sender) reports(c *client) {
+	for e := range c.p.Events() {
 		switch e := e.(type) {
 		case *kafka.Message:
-			s.report(e)
+			s.report(c, e)
 			select {
 			case s.progress <- struct{}{}:
 			default:
@@ -290,21 +349,26 @@ func (s *Sender) reports() {
 	}
 }
 
-func (s *Sender) report(m *kafka.Message) {
+func (s *Sender) report(c *client, m *kafka.Message) {
 	in, _ := m.Opaque.(*inflight)
 	if in == nil {
 		return
 	}
+	var kerr kafka.Error
+	errors.As(m.TopicPartition.Error, &kerr)
+	purged := kerr.Code() == kafka.ErrPurgeQueue || kerr.Code() == kafka.ErrPurgeInflight
+	if purged && c.retiring.Load() {
+		c.purged = append(c.purged, in)
+		return
+	}
 	s.lastReport.Store(time.Now().UnixNano())
 	if err := m.TopicPartition.Error; err != nil {
-		var kerr kafka.Error
-		if errors.As(err, &kerr) && kerr.Code() == kafka.ErrPurgeInflight {
+		if kerr.Code() == kafka.ErrPurgeInflight {
 			s.unknown.Add(1)
 			s.log.Error("Unconfirmed: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
 			return
 		}
-		s.failed.Add(1)
-		s.log.Error("Not delivered: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
+		s.fail(in, err)
 		return
 	}
 	s.delivered.Add(1)
@@ -314,10 +378,16 @@ func (s *Sender) report(m *kafka.Message) {
 	}
 }
 
-// logs forwards librdkafka's own log lines: errors as warnings (the client
-// recovers from them), the rest at debug level.
-func (s *Sender) logs() {
-	for l := range s.p.Logs() {
+// fail counts in as not delivered and says so.
+func (s *Sender) fail(in *inflight, err error) {
+	s.failed.Add(1)
+	s.log.Error("Not delivered: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
+}
+
+// logs forwards librdkafka's own log lines of c: errors as warnings (the
+// client recovers from them), the rest at debug level.
+func (s *Sender) logs(c *client) {
+	for l := range c.p.Logs() {
 		level := slog.LevelDebug
 		if l.Level <= 3 {
 			level = slog.LevelWarn

@@ -327,7 +327,7 @@ func TestSender_fatalErrorStopsWithError(t *testing.T) {
 	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond}, &out, nil)
 	go func() {
 		time.Sleep(100 * time.Millisecond)
-		s.p.TestFatalError(kafka.ErrOutOfOrderSequenceNumber, "injected by test")
+		s.c.p.TestFatalError(kafka.ErrOutOfOrderSequenceNumber, "injected by test")
 	}()
 	done := make(chan error, 1)
 	go func() {
