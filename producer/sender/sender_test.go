@@ -405,29 +405,20 @@ func TestSender_stopDuringAnOutageAccountsForEveryEvent(t *testing.T) {
 			var out syncBuffer
 			s := newSender(t, mc, Options{Interval: 10 * time.Millisecond}, &out, nil)
 			ctx, cancel := context.WithCancel(context.Background())
-			type ran struct {
-				res Result
-				err error
-			}
-			done := make(chan ran, 1)
-			go func() {
-				res, err := s.Run(ctx)
-				done <- ran{res, err}
-			}()
+			done := runInBackground(ctx, s)
 			waitDelivered(s)
 			if err := tt.fault(mc); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(300 * time.Millisecond)
 			cancel()
-			var res Result
-			var err error
+			var r ran
 			select {
-			case r := <-done:
-				res, err = r.res, r.err
+			case r = <-done:
 			case <-time.After(3500 * time.Millisecond):
 				t.Fatal("Run did not return within 3.5s of the stop")
 			}
+			res, err := r.res, r.err
 			if err == nil || !strings.Contains(err.Error(), "events not delivered: ") {
 				t.Fatalf("Run error %v, want events not delivered", err)
 			}
@@ -447,4 +438,19 @@ func waitDelivered(s *Sender) {
 	for deadline := time.Now().Add(10 * time.Second); s.Counts().Delivered == 0 && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+type ran struct {
+	res Result
+	err error
+}
+
+// runInBackground runs s and hands over what Run returned.
+func runInBackground(ctx context.Context, s *Sender) <-chan ran {
+	done := make(chan ran, 1)
+	go func() {
+		res, err := s.Run(ctx)
+		done <- ran{res, err}
+	}()
+	return done
 }

@@ -25,7 +25,7 @@ func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 		&out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500})
 	leader := leaderOf(t, s)
 
-	ran := runInBackground(s)
+	ran := runInBackground(context.Background(), s)
 	waitDelivered(s)
 	if err := mc.SetBrokerDown(leader); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestSender_outageIsNoLeaderStall(t *testing.T) {
 	const n = 300
 	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: n, StallAfter: 2 * time.Second, Source: quietSource},
 		&out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500})
-	ran := runInBackground(s)
+	ran := runInBackground(context.Background(), s)
 	waitDelivered(s)
 	if err := mc.SetBrokerDown(1); err != nil {
 		t.Fatal(err)
@@ -100,21 +100,6 @@ func TestSender_busyClientIsNoLeaderStall(t *testing.T) {
 	if err != nil || res.Delivered != n || res.Recovered != 0 {
 		t.Fatalf("result %+v, error %v: want all %d delivered, no recovery\n%s", res, err, n, out.String())
 	}
-}
-
-type ran struct {
-	res Result
-	err error
-}
-
-// runInBackground runs s until its Count is reached.
-func runInBackground(s *Sender) <-chan ran {
-	done := make(chan ran, 1)
-	go func() {
-		res, err := s.Run(context.Background())
-		done <- ran{res, err}
-	}()
-	return done
 }
 
 // leaderOf returns the broker that leads partition 0 of the sender's topic.
