@@ -89,17 +89,20 @@ func created(res []kafka.TopicResult, log *slog.Logger) error {
 	return nil
 }
 
-// metadata asks the cluster about topic, waiting for an answer until ctx ends.
+// metadata asks the cluster about topic until it answers or ctx ends. Each
+// request waits a second at most, so that a stop is noticed at once.
 func metadata(ctx context.Context, p *kafka.Producer, topic string) (*kafka.Metadata, error) {
-	timeout := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	for {
+		md, err := p.GetMetadata(&topic, false, 1000)
+		if err == nil {
+			return md, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("look up topic %q: %w", topic, err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	md, err := p.GetMetadata(&topic, false, int(timeout/time.Millisecond))
-	if err != nil {
-		return nil, fmt.Errorf("look up topic %q: %w", topic, err)
-	}
-	return md, nil
 }
 
 // topicState reads the cluster's answer about topic: ready when every
