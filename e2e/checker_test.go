@@ -62,7 +62,8 @@ type figures struct {
 	Sent         int // events the producers accepted, plus the test's own writes
 	Acked        int // events acknowledged by Kafka
 	Failed       int // events the producers reported as not delivered
-	Unconfirmed  int // accepted but neither delivered nor failed when a producer stopped
+	Unknown      int // sent but unconfirmed when a producer was cut short: may have been written
+	Unaccounted  int // accepted but neither delivered, failed nor unknown when a producer stopped
 	Lost         int // acknowledged but not in the log, or in the log but never handled
 	DupLog       int // extra copies of events in the log
 	DupDelivered int // extra deliveries of messages to the consumers
@@ -85,8 +86,11 @@ func (f *figures) String() string {
 	if f.Mismatched != 0 {
 		s += fmt.Sprintf(" mismatched=%d", f.Mismatched)
 	}
-	if f.Unconfirmed != 0 {
-		s += fmt.Sprintf(" unconfirmed=%d", f.Unconfirmed)
+	if f.Unknown != 0 {
+		s += fmt.Sprintf(" unknown=%d", f.Unknown)
+	}
+	if f.Unaccounted != 0 {
+		s += fmt.Sprintf(" unaccounted=%d", f.Unaccounted)
 	}
 	if f.Foreign != 0 {
 		s += fmt.Sprintf(" foreign=%d", f.Foreign)
@@ -221,21 +225,26 @@ func checkProducer(f *figures, run int, lines []logLine, sent map[string]string,
 		f.problem("producer run %d: no final %q line with its counts", run, msgProducerStop)
 		return
 	}
-	a, d, x := int(*stop.Attempted), int(*stop.Delivered), int(*stop.Failed)
-	if quiet := delivered == 0 && failed == 0 && a == sending && d == a && x == 0; quiet {
+	a, d, x, u := int(*stop.Attempted), int(*stop.Delivered), int(*stop.Failed), 0
+	if stop.Unknown != nil {
+		u = int(*stop.Unknown)
+	}
+	f.Unknown += u
+	if quiet := delivered == 0 && failed == 0 && a == sending && d == a && x == 0 && u == 0; quiet {
 		for _, id := range ids {
 			acked[id] = nil
 		}
 		f.Acked += d
 		return
 	}
-	if a != sending || d != delivered || x != failed {
-		f.problem("producer run %d: says attempted=%d delivered=%d failed=%d but logged %d sent, %d delivered, %d failed",
-			run, a, d, x, sending, delivered, failed)
+	// Each event not delivered, failed or unknown, has its own line.
+	if a != sending || d != delivered || x+u != failed {
+		f.problem("producer run %d: says attempted=%d delivered=%d failed=%d unknown=%d but logged %d sent, %d delivered, %d not delivered",
+			run, a, d, x, u, sending, delivered, failed)
 	}
-	if u := a - d - x; u != 0 {
-		f.Unconfirmed += u
-		f.problem("producer run %d: attempted=%d != delivered=%d + failed=%d", run, a, d, x)
+	if left := a - d - x - u; left != 0 {
+		f.Unaccounted += left
+		f.problem("producer run %d: attempted=%d != delivered=%d + failed=%d + unknown=%d", run, a, d, x, u)
 	}
 }
 
@@ -381,7 +390,8 @@ func assertFigures(t *testing.T, f *figures, lim limits) {
 		{"dup_log (events stored twice)", f.DupLog, 0, false},
 		{"reordered", f.Reordered, 0, false},
 		{"mismatched", f.Mismatched, 0, false},
-		{"unconfirmed (attempted != delivered + failed)", f.Unconfirmed, 0, false},
+		{"unknown (sent, unconfirmed when the producer was cut short)", f.Unknown, 0, false},
+		{"unaccounted (attempted != delivered + failed + unknown)", f.Unaccounted, 0, false},
 		{"foreign messages in the log", f.Foreign, lim.foreign, false},
 		{"failed", f.Failed, lim.maxFailed, true},
 		{"dup_outside (redelivered outside the window of a fault)", f.DupOutside, 0, false},
@@ -507,7 +517,7 @@ func TestCheck_findsEachViolation(t *testing.T) {
 		{"producer lost track of an event", observation{
 			producers: [][]logLine{unconfirmed}, log: []record{a, b, c},
 			consumers: [][]logLine{receiving(a, b, c)},
-		}, figures{Unconfirmed: 1}},
+		}, figures{Unaccounted: 1}},
 		{"redelivery not flagged as duplicate", observation{
 			producers: [][]logLine{sending(a, b, c)}, log: []record{a, b, c},
 			consumers: [][]logLine{wrongFlag},
@@ -529,10 +539,10 @@ func TestCheck_findsEachViolation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := check(tt.obs)
 			type counts struct {
-				Lost, DupLog, DupDelivered, DupOutside, Reordered, Mismatched, Unconfirmed, Foreign int
+				Lost, DupLog, DupDelivered, DupOutside, Reordered, Mismatched, Unaccounted, Foreign int
 			}
-			g := counts{got.Lost, got.DupLog, got.DupDelivered, got.DupOutside, got.Reordered, got.Mismatched, got.Unconfirmed, got.Foreign}
-			w := counts{tt.want.Lost, tt.want.DupLog, tt.want.DupDelivered, tt.want.DupOutside, tt.want.Reordered, tt.want.Mismatched, tt.want.Unconfirmed, tt.want.Foreign}
+			g := counts{got.Lost, got.DupLog, got.DupDelivered, got.DupOutside, got.Reordered, got.Mismatched, got.Unaccounted, got.Foreign}
+			w := counts{tt.want.Lost, tt.want.DupLog, tt.want.DupDelivered, tt.want.DupOutside, tt.want.Reordered, tt.want.Mismatched, tt.want.Unaccounted, tt.want.Foreign}
 			if g != w {
 				t.Errorf("got %+v, want %+v\nproblems:\n  %s", g, w, strings.Join(got.problems, "\n  "))
 			}

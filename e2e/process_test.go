@@ -31,14 +31,16 @@ type logLine struct {
 	DLQ       string `json:"dlq"`
 
 	// Producer stopped.
-	Attempted   *int64 `json:"attempted"`
-	Delivered   *int64 `json:"delivered"`
-	Failed      *int64 `json:"failed"`
-	Unconfirmed *int64 `json:"unconfirmed"`
+	Attempted *int64 `json:"attempted"`
+	Delivered *int64 `json:"delivered"`
+	Failed    *int64 `json:"failed"`
+	Unknown   *int64 `json:"unknown"`
 	// Consumer stopped.
 	Received     *int64 `json:"received"`
 	Duplicates   *int64 `json:"duplicates"`
 	DeadLettered *int64 `json:"dead_lettered"`
+	// Either stopped: how often the service re-created its Kafka client.
+	Recovered *int64 `json:"recovered"`
 }
 
 // Log messages the suite recognises; event lines carry the timestamp after the prefix.

@@ -269,7 +269,17 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 	f.add("kills", 1)
 	f.add("rate", fmt.Sprintf("%.0f/s", rate))
 	f.add("downtime", strings.Join(downtimes, ","))
+	f.add("recovered", recoveries(p, msgProducerStop)+recoveries(c, msgConsumerStop))
 	assertFigures(t, f, limits{})
+}
+
+// recoveries is how often s re-created its Kafka client after the client
+// stalled (librdkafka#5430), as its final line stopMsg says.
+func recoveries(s *service, stopMsg string) int {
+	if l, ok := s.last(stopMsg); ok && l.Recovered != nil {
+		return int(*l.Recovered)
+	}
+	return 0
 }
 
 // Scenario 3: consumers killed mid-stream and restarted in the same group

@@ -141,13 +141,16 @@ type writer struct {
 	p *kafka.Producer
 }
 
-// newWriter returns an idempotent writer, closed when the test ends.
+// newWriter returns an idempotent writer, closed when the test ends. It
+// writes anything the broker accepts: librdkafka's own limit of 1,000,000
+// bytes a message is below the broker's 1,048,588.
 func newWriter(t *testing.T, bootstrap string) *writer {
 	t.Helper()
 	p, err := kafka.NewProducer(&kafka.ConfigMap{
 		"bootstrap.servers":        bootstrap,
 		"enable.idempotence":       true,
 		"allow.auto.create.topics": false,
+		"message.max.bytes":        2 << 20,
 		"log_level":                3,
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -72,9 +73,14 @@ func loadVectors(t *testing.T) (valid, invalid []vector) {
 	return v.Valid, v.Invalid
 }
 
-// Scenario 5: malformed messages between good ones. The consumer never
-// stops; each bad message lands in the dead-letter topic byte for byte,
-// with its error and origin in headers; every good one is handled.
+// bigMessage is the size of the undecodable message that scenario 5 writes:
+// near the most a topic takes by default.
+const bigMessage = 1_040_000
+
+// Scenario 5: malformed messages between good ones, one of them as big as
+// the topic takes. The consumer never stops; each bad message lands in the
+// dead-letter topic byte for byte, with its error and origin in headers;
+// every good one is handled.
 func TestConsumer_badInputGoesToDLQ(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, false)
@@ -99,6 +105,11 @@ func TestConsumer_badInputGoesToDLQ(t *testing.T) {
 		bad = append(bad, r)
 		wantErr[position{r.Partition, r.Offset}] = v.Error
 	}
+	// As big as the topic takes (its limit is 1,048,588 bytes a batch): the
+	// dead-letter topic must take it too, with the dead-letter headers.
+	big := w.write(topic, []byte("big"), bytes.Repeat([]byte("x"), bigMessage), nil)
+	bad = append(bad, big)
+	wantErr[position{big.Partition, big.Offset}] = "invalid event"
 	g := valid[0]
 	good = append(good, w.write(topic, nil, []byte(g.Value), g.eventHeaders(len(good)+1)))
 
@@ -132,7 +143,68 @@ func TestConsumer_badInputGoesToDLQ(t *testing.T) {
 	f.add("good", len(good))
 	f.add("bad", len(bad))
 	f.add("in_dlq", len(dead))
+	f.add("biggest", bigMessage)
 	assertFigures(t, f, limits{})
+}
+
+// Scenario 5b: a dead-letter topic that refuses a message is a problem of
+// configuration, not of the message: the consumer stops with exit 1 well
+// within max.poll.interval.ms, with a line naming the topic and the
+// broker's error, and its group has not committed past the message.
+func TestConsumer_refusedDeadLetterStops(t *testing.T) {
+	defer teardownOnPanic()
+	k := sharedKafka(t, false)
+	_, consumerBin := binaries(t)
+	topic, group := name(t, "topic"), name(t, "group")
+	dlqTopic := topic + ".dlq"
+	valid, _ := loadVectors(t)
+	const pollInterval = 20 * time.Second
+
+	w := newWriter(t, k.bootstrap)
+	w.createTopic(topic)
+	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group,
+		"-X", fmt.Sprintf("max.poll.interval.ms=%d", pollInterval.Milliseconds()),
+		"-X", "session.timeout.ms=10000")...) // librdkafka wants it no longer than the poll interval
+	c.waitCount(msgPartitionsAsg, 1, time.Minute)
+	g := valid[0]
+	w.write(topic, nil, []byte(g.Value), g.eventHeaders(1))
+	c.waitCount(msgReceived, 1, time.Minute)
+
+	// The consumer created the dead-letter topic; now it takes 1 KiB at most.
+	admin := newAdmin(t, k.bootstrap)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{
+		Type: kafka.ResourceTopic, Name: dlqTopic,
+		Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: "1024", IncrementalOperation: kafka.AlterConfigOpTypeSet}},
+	}})
+	if err == nil && res[0].Error.Code() != kafka.ErrNoError {
+		err = res[0].Error
+	}
+	if err != nil {
+		t.Fatalf("limit %s: %v", dlqTopic, err)
+	}
+	bad := w.write(topic, []byte("bad"), bytes.Repeat([]byte("x"), 4096), nil)
+	written := time.Now()
+	code := c.wait(pollInterval)
+	took := time.Since(written)
+	if code != 1 {
+		t.Errorf("consumer exited with %d; want 1", code)
+	}
+	stop, _ := c.last(msgConsumerStop)
+	if !strings.Contains(stop.Err, strconv.Quote(dlqTopic)) || !strings.Contains(stop.Err, "too large") {
+		t.Errorf("final line says %q; want the dead-letter topic %q and the broker's error", stop.Err, dlqTopic)
+	}
+	committed, err := committedOffsets(admin, group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if committed[bad.Partition] > bad.Offset {
+		t.Errorf("group committed offset %d, past the message at %d that was never dead-lettered",
+			committed[bad.Partition], bad.Offset)
+	}
+	t.Logf("exit=%d took=%s committed=%d refused_offset=%d max_poll_interval=%s: %s",
+		code, took.Round(time.Millisecond), committed[bad.Partition], bad.Offset, pollInterval, stop.Err)
 }
 
 // checkDeadLetters compares each dead letter with the message it copies:
