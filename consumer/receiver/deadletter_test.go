@@ -175,3 +175,46 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 	}
 }
+
+func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
+	// As in the test above, with the group's coordinator (broker 2) and the
+	// dead-letter partition's leader (broker 3) gone before Close: a
+	// commit, a group to leave and a write to flush, none of which can end.
+	mc, err := kafka.NewMockCluster(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(mc.Close)
+	if err := mc.CreateTopic(topic, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.CreateTopic(topic+".dlq", 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, mc.BootstrapServers(), goodEvent(1), rawMessage(keyOn(2, 3), "not json"))
+	if err := mc.SetBrokerDown(3); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	r := newReceiver(t, mc, logging.JSON, &out, Options{}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		_, _ = r.Run(ctx)
+		close(done)
+	}()
+	waitFor(t, 20*time.Second, "the first event", func() bool { return len(out.records(t, "Received: ")) == 1 })
+	if err := mc.SetBrokerDown(2); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+	}
+	if took := time.Since(start); took > shutdownBudget+500*time.Millisecond {
+		t.Errorf("Run took %s to end after the context did, want at most the budget of %s", took.Round(time.Millisecond), shutdownBudget)
+	}
+}

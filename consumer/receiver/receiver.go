@@ -439,7 +439,9 @@ func (r *Receiver) receive(ev event.Event, m *kafka.Message) {
 }
 
 // rebalanced logs assignments and commits what was handled before
-// partitions are given away, so that their next owner starts after it.
+// partitions are given away, so that their next owner starts after it
+// (librdkafka commits the stored offsets of removed partitions too, in the
+// background; this commit returns only once the broker answered).
 // A dead-letter write still pending for a partition that goes is given up:
 // its offset was never stored, so the next owner reads the message again.
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
