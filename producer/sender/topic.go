@@ -89,11 +89,12 @@ func created(res []kafka.TopicResult, log *slog.Logger) error {
 	return nil
 }
 
-// metadata asks the cluster about topic until it answers or ctx ends. Each
-// request waits a second at most, so that a stop is noticed at once.
+// metadata asks the cluster about topic until it answers or ctx ends. A
+// request cannot be cancelled; each waits at most FlushTimeout, so that a
+// stop during start-up takes no longer than one after it.
 func metadata(ctx context.Context, p *kafka.Producer, topic string) (*kafka.Metadata, error) {
 	for {
-		md, err := p.GetMetadata(&topic, false, 1000)
+		md, err := p.GetMetadata(&topic, false, int(FlushTimeout/time.Millisecond))
 		if err == nil {
 			return md, nil
 		}
