@@ -67,8 +67,8 @@ func (s *Sender) watchStall(ctx context.Context) {
 			continue
 		}
 		s.log.Warn("Leader stall: re-creating the Kafka client", "topic", s.opts.Topic,
-			"client", fmt.Sprintf("no delivery report for %s, %d events outstanding", now.Sub(since).Round(time.Second), waiting),
-			"broker", broker)
+			"client", fmt.Sprintf("no delivery report for %s", now.Sub(since).Round(time.Second)),
+			"outstanding", waiting, "broker", broker)
 		if err := s.recreate(); err != nil {
 			s.log.Error("Cannot re-create the Kafka client", "err", err)
 			continue
