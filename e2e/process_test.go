@@ -41,6 +41,8 @@ type logLine struct {
 	DeadLettered *int64 `json:"dead_lettered"`
 	// Either stopped: how often the service re-created its Kafka client.
 	Recovered *int64 `json:"recovered"`
+	// Leader stall of the producer: events its old client still held.
+	Outstanding *int64 `json:"outstanding"`
 }
 
 // Log messages the suite recognises; event lines carry the timestamp after the prefix.
@@ -48,11 +50,13 @@ const (
 	msgSending       = "Sending: "
 	msgDelivered     = "Delivered: "
 	msgNotDelivered  = "Not delivered: "
+	msgUnconfirmed   = "Unconfirmed: "
 	msgReceived      = "Received: "
 	msgDeadLettered  = "Dead-lettered"
 	msgProducerStop  = "Producer stopped"
 	msgConsumerStop  = "Consumer stopped"
 	msgPartitionsAsg = "Partitions assigned"
+	msgLeaderStall   = "Leader stall"
 )
 
 // is tells whether the line's message starts with prefix.
@@ -128,6 +132,19 @@ func (s *service) addOutput(line string) {
 	s.mu.Lock()
 	s.output = append(s.output, line)
 	s.mu.Unlock()
+}
+
+// outputWith returns the lines of output so far that contain substr.
+func (s *service) outputWith(substr string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.output {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // log returns the log lines so far. Lines are only appended, so the result

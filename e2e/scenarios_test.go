@@ -270,6 +270,11 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 	f.add("rate", fmt.Sprintf("%.0f/s", rate))
 	f.add("downtime", strings.Join(downtimes, ","))
 	f.add("recovered", recoveries(p, msgProducerStop)+recoveries(c, msgConsumerStop))
+	for _, s := range []*service{p, c} {
+		for _, l := range s.outputWith(msgLeaderStall) {
+			t.Logf("%s: %s", s.name, l)
+		}
+	}
 	assertFigures(t, f, limits{})
 }
 
