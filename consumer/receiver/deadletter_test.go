@@ -3,6 +3,7 @@ package receiver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"hash/crc32"
 	"strconv"
 	"strings"
@@ -216,5 +217,27 @@ func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
 	}
 	if took := time.Since(start); took > shutdownBudget+500*time.Millisecond {
 		t.Errorf("Run took %s to end after the context did, want at most the budget of %s", took.Round(time.Millisecond), shutdownBudget)
+	}
+}
+
+func TestReceiver_givesUpADeadLetterWhosePartitionGoes(t *testing.T) {
+	mc := mockCluster(t)
+	var out syncBuffer
+	r := newReceiver(t, mc, logging.JSON, &out, Options{}, nil)
+	t.Cleanup(r.Close)
+	tp := kafka.TopicPartition{Topic: new(topic), Partition: 0, Offset: 7}
+	d := &deadLetter{m: &kafka.Message{TopicPartition: tp}, reason: errors.New("bad"), report: make(chan kafka.Event, 1)}
+	r.pending[0] = d
+	if err := r.rebalanced(r.c, kafka.RevokedPartitions{Partitions: []kafka.TopicPartition{tp}}); err != nil {
+		t.Fatal(err)
+	}
+	// The write's report comes after the partition went: its next owner
+	// reads the message again, so this consumer must not count it done.
+	d.report <- &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: new(topic + ".dlq")}}
+	if err := r.deadLetters(); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.pending) != 0 || r.res.DeadLettered != 0 || strings.Contains(out.String(), "Offset not stored") {
+		t.Errorf("%d writes pending, %d dead-lettered after the partition was revoked; want the write given up", len(r.pending), r.res.DeadLettered)
 	}
 }

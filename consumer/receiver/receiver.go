@@ -226,8 +226,7 @@ func (r *Receiver) sizeTopics(ctx context.Context, timeout time.Duration) (int, 
 
 // Run consumes until Count events were received or ctx ends, then commits
 // and closes. It returns an error for a fatal client error or a message
-// the dead-letter topic refused; the offsets from that message's on stay
-// uncommitted.
+// the dead-letter topic refused; that message's offset is never committed.
 func (r *Receiver) Run(ctx context.Context) (Result, error) {
 	err := r.consume(ctx)
 	r.Close()
