@@ -3,8 +3,9 @@
 // Kafka and Python", and prints "Received: HH:MM:SS" for each, with the
 // end-to-end latency when the sender recorded its send time.
 //
-// Delivery is at least once; messages that cannot be decoded go to a
-// dead-letter topic and never stop the consumer.
+// Delivery is at least once. Messages that cannot be decoded go to a
+// dead-letter topic and never stop the consumer; a dead-letter topic that
+// refuses one does, since only a person can fix it.
 //
 // Exit codes:
 //
