@@ -123,13 +123,17 @@ func run(ctx context.Context, e env) int {
 	log.Info("Consumer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
 		"group", cfg.Group, "dlq", cfg.DLQTopic, "librdkafka", lib)
 
-	if err := r.EnsureTopics(ctx, startupTimeout); err != nil && ctx.Err() == nil {
+	var res receiver.Result
+	err = r.EnsureTopics(ctx, startupTimeout)
+	switch {
+	case err == nil:
+		res, err = r.Run(ctx)
+	case ctx.Err() != nil:
 		r.Close()
-		log.Error("Consumer stopped", "err", err)
-		return 1
+		err = nil // stopped while starting
+	default:
+		r.Close()
 	}
-
-	res, err := r.Run(ctx)
 	attrs := append([]any{"received", res.Received, "duplicates", res.Duplicates, "dead_lettered", res.DeadLettered,
 		"recovered", res.Recovered}, summary(res)...)
 	if err != nil {

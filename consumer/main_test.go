@@ -55,6 +55,7 @@ func TestRun_exitCodes(t *testing.T) {
 		stdout []string
 		absent []string // text that must not be on stdout
 		stderr string
+		stop   time.Duration // a stop signal after this long; 0: none
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: []string{"Usage: consumer"}},
 		{name: "bad flag value", args: []string{"--log-format", "xml"}, code: 2,
@@ -70,6 +71,8 @@ func TestRun_exitCodes(t *testing.T) {
 			absent: []string{"Received: ", "latency_p50"}},
 		{name: "bad warm-up", args: []string{"--warmup", "soon"}, code: 2,
 			stderr: `consumer: invalid --warmup "soon": want a duration`},
+		{name: "stopped while Kafka is out of reach", args: []string{"--bootstrap-servers", "127.0.0.1:1"}, stop: time.Second, code: 0,
+			stdout: []string{"Consumer stopped received=0 duplicates=0 dead_lettered=0 recovered=0\n"}},
 		{name: "events through a channel", args: []string{"-X", "go.events.channel.enable=true"}, code: 2,
 			stderr: `consumer: invalid -X "go.events.channel.enable=true": go.* properties change how the client hands events to the consumer, which it relies on`},
 		{name: "dead-letter topic refuses", code: 1,
@@ -83,8 +86,17 @@ func TestRun_exitCodes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			var stdout, stderr strings.Builder
+			signals := make(chan os.Signal, 1)
+			if tt.stop > 0 {
+				time.AfterFunc(tt.stop, func() { signals <- syscall.SIGTERM })
+			}
+			start := time.Now()
 			code := run(ctx, env{args: tt.args, getenv: func(k string) string { return tt.env[k] },
-				stdout: &stdout, stderr: &stderr, admin: brokerDefaults{}})
+				stdout: &stdout, stderr: &stderr, signals: signals, admin: brokerDefaults{},
+				exit: func(code int) { t.Errorf("the shutdown was cut short with exit code %d", code) }})
+			if tt.stop > 0 && time.Since(start) > tt.stop+3*time.Second {
+				t.Errorf("run took %s to stop after the signal", time.Since(start)-tt.stop)
+			}
 			if code != tt.code {
 				t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, stdout.String(), stderr.String())
 			}

@@ -109,7 +109,9 @@ func (w *Writer) Send(m *kafka.Message, reason error, report chan kafka.Event) e
 func (w *Writer) events() {
 	defer close(w.done)
 	for e := range w.p.Events() {
-		if kerr, ok := e.(kafka.Error); ok {
+		// librdkafka repeats "all brokers are down" on every failed
+		// connection attempt, which its own log lines report already.
+		if kerr, ok := e.(kafka.Error); ok && kerr.Code() != kafka.ErrAllBrokersDown {
 			w.log.Warn("Dead-letter producer error", "err", kerr, "fatal", kerr.IsFatal())
 		}
 	}

@@ -92,21 +92,19 @@ func (s setup) ensure(ctx context.Context, topic string, config map[string]strin
 		if ready, err := s.ready(ctx, topic); err != nil || ready {
 			return created, err
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 100*time.Millisecond) {
 			return created, fmt.Errorf("topic %q created but has no leader after %s", topic, s.timeout)
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// ready reports whether the cluster knows topic and every partition has a leader.
+// ready reports whether the cluster knows topic and every partition has a
+// leader. It asks again each second until an answer comes or ctx ends.
 func (s setup) ready(ctx context.Context, topic string) (bool, error) {
-	timeout := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	md, err := s.p.GetMetadata(&topic, false, 1000)
+	for err != nil && sleep(ctx, 100*time.Millisecond) {
+		md, err = s.p.GetMetadata(&topic, false, 1000)
 	}
-	md, err := s.p.GetMetadata(&topic, false, int(timeout/time.Millisecond))
 	if err != nil {
 		return false, s.fail(fmt.Sprintf("looking up topic %q", topic), err)
 	}
@@ -123,6 +121,16 @@ func (s setup) ready(ctx context.Context, topic string) (bool, error) {
 		}
 	}
 	return len(t.Partitions) > 0, nil
+}
+
+// sleep waits for d and reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
 }
 
 // maxMessageBytes is the topic's max.message.bytes: its own, or the broker's default.
