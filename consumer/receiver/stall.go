@@ -18,10 +18,15 @@ import (
 // defaultStallAfter is StallAfter when Options leave it 0.
 const defaultStallAfter = 15 * time.Second
 
-// stallWatch remembers when each assigned partition last delivered a message.
+// stallWatch remembers when each assigned partition last delivered a
+// message, and since when the cluster has been well while it delivered
+// nothing it could have.
 type stallWatch struct {
 	after time.Duration
 	last  map[int32]time.Time
+	// quiet holds, per partition, the first of the checks in a row that
+	// found something to read, nothing read, and a leader named.
+	quiet map[int32]time.Time
 	next  time.Time // of the next check
 }
 
@@ -29,7 +34,7 @@ func newStallWatch(after time.Duration) stallWatch {
 	if after <= 0 {
 		after = defaultStallAfter
 	}
-	return stallWatch{after: after, last: map[int32]time.Time{}}
+	return stallWatch{after: after, last: map[int32]time.Time{}, quiet: map[int32]time.Time{}}
 }
 
 func (w *stallWatch) seen(p int32) { w.last[p] = time.Now() }
@@ -43,34 +48,41 @@ func (w *stallWatch) assigned(tps []kafka.TopicPartition) {
 func (w *stallWatch) revoked(tps []kafka.TopicPartition) {
 	for _, tp := range tps {
 		delete(w.last, tp.Partition)
+		delete(w.quiet, tp.Partition)
 	}
 }
 
 // checkStall looks, every third of StallAfter, for assigned partitions
-// (not paused for a dead-letter write) that delivered nothing for longer
-// than StallAfter although they have something to read, while a fresh
-// metadata request names their leader. Then the client is stuck and the
-// cluster is not: checkStall re-creates the client.
+// (not paused for a dead-letter write) that delivered nothing for
+// StallAfter while, at every check, they had something to read and a fresh
+// metadata request named their leader. Then the client is stuck and the
+// cluster is not: checkStall re-creates the client. The time counts from
+// the first such check, not from the last message: a consumer whose
+// broker was away for longer than StallAfter gets StallAfter to resume.
 func (r *Receiver) checkStall() error {
 	now := time.Now()
 	if now.Before(r.stall.next) {
 		return nil
 	}
-	r.stall.next = now.Add(r.stall.after / 3)
+	every := r.stall.after / 3
+	r.stall.next = now.Add(every)
 	var md *kafka.Metadata
 	var parts, client, broker []string
 	for p, last := range r.stall.last {
-		if r.pending[p] != nil || now.Sub(last) < r.stall.after {
+		if r.pending[p] != nil || now.Sub(last) < every {
+			delete(r.stall.quiet, p) // it delivered lately, or waits for a dead letter
 			continue
 		}
 		pos, high, ok := r.behind(p)
 		if !ok {
-			continue // caught up, or nothing known
+			delete(r.stall.quiet, p) // caught up, or nothing known
+			continue
 		}
 		if md == nil {
 			var err error
 			if md, err = r.c.GetMetadata(&r.opts.Topic, false, 1000); err != nil {
-				return nil // the cluster does not answer either: not the client's fault
+				clear(r.stall.quiet) // the cluster does not answer either: an outage, not a stall
+				return nil
 			}
 		}
 		leader := int32(-1)
@@ -80,10 +92,19 @@ func (r *Receiver) checkStall() error {
 			}
 		}
 		if leader < 0 {
-			continue // the broker knows no leader either: an outage, not a stall
+			delete(r.stall.quiet, p) // the broker knows no leader either: an outage, not a stall
+			continue
+		}
+		since, ok := r.stall.quiet[p]
+		if !ok {
+			r.stall.quiet[p] = now
+			continue
+		}
+		if now.Sub(since) < r.stall.after {
+			continue
 		}
 		parts = append(parts, fmt.Sprint(p))
-		client = append(client, fmt.Sprintf("partition %d: no message for %s at position %d", p, r.stall.after, pos))
+		client = append(client, fmt.Sprintf("partition %d: no message for %s at position %d", p, now.Sub(last).Round(time.Second), pos))
 		broker = append(broker, fmt.Sprintf("partition %d: leader %d, high watermark %d", p, leader, high))
 	}
 	if len(parts) == 0 {
@@ -123,6 +144,7 @@ func (r *Receiver) recreate() error {
 	r.closeConsumer(time.Now().Add(shutdownBudget))
 	clear(r.pending) // their offsets were never stored: the message comes again
 	clear(r.stall.last)
+	clear(r.stall.quiet)
 	c, err := kafka.NewConsumer(&r.cm)
 	if err != nil {
 		return fmt.Errorf("re-create consumer: %w", err)
