@@ -15,15 +15,23 @@ import (
 	"github.com/event-driven-go/kafka-go/producer/sender"
 )
 
-func TestRun_exitCodes(t *testing.T) {
+// mockCluster starts librdkafka's in-process mock cluster with the topic
+// "timestamp".
+func mockCluster(t *testing.T) *kafka.MockCluster {
+	t.Helper()
 	mc, err := kafka.NewMockCluster(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mc.Close()
+	t.Cleanup(mc.Close)
 	if err := mc.CreateTopic("timestamp", 1, 1); err != nil {
 		t.Fatal(err)
 	}
+	return mc
+}
+
+func TestRun_exitCodes(t *testing.T) {
+	mc := mockCluster(t)
 	broker := mc.BootstrapServers()
 
 	tests := []struct {
@@ -87,14 +95,7 @@ func TestRun_exitCodes(t *testing.T) {
 }
 
 func TestRun_secondSignalExitsAtOnce(t *testing.T) {
-	mc, err := kafka.NewMockCluster(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
-	if err := mc.CreateTopic("timestamp", 1, 1); err != nil {
-		t.Fatal(err)
-	}
+	mc := mockCluster(t)
 	signals, exits, ran := make(chan os.Signal, 2), make(chan int, 1), make(chan int, 1)
 	var stdout, stderr strings.Builder
 	go func() {

@@ -95,17 +95,7 @@ func TestReceiver_keepsPollingWhileTheDeadLetterTopicIsAway(t *testing.T) {
 	// and coordinates "test-group" on broker 2. The topic lives on broker
 	// 1; the dead letter goes to partition 2 of the dead-letter topic, on
 	// broker 3, which is down for longer than max.poll.interval.ms.
-	mc, err := kafka.NewMockCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mc.Close)
-	if err := mc.CreateTopic(topic, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := mc.CreateTopic(topic+".dlq", 3, 1); err != nil {
-		t.Fatal(err)
-	}
+	mc := newMockCluster(t, 3, map[string]int{topic: 1, topic + ".dlq": 3})
 	bad := rawMessage(keyOn(2, 3), "not json", kafka.Header{Key: "trace", Value: []byte("t-1")})
 	msgs := []*kafka.Message{goodEvent(1), bad}
 	for i := 2; i <= 5; i++ {
@@ -181,17 +171,7 @@ func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
 	// As in the test above, with the group's coordinator (broker 2) and the
 	// dead-letter partition's leader (broker 3) gone before Close: a
 	// commit, a group to leave and a write to flush, none of which can end.
-	mc, err := kafka.NewMockCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mc.Close)
-	if err := mc.CreateTopic(topic, 1, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := mc.CreateTopic(topic+".dlq", 3, 1); err != nil {
-		t.Fatal(err)
-	}
+	mc := newMockCluster(t, 3, map[string]int{topic: 1, topic + ".dlq": 3})
 	produce(t, mc.BootstrapServers(), goodEvent(1), rawMessage(keyOn(2, 3), "not json"))
 	if err := mc.SetBrokerDown(3); err != nil {
 		t.Fatal(err)

@@ -25,14 +25,21 @@ const topic = "timestamp"
 // mockCluster starts librdkafka's in-process mock cluster with the topic
 // and its dead-letter topic, one partition each.
 func mockCluster(t *testing.T) *kafka.MockCluster {
+	return newMockCluster(t, 1, map[string]int{topic: 1, topic + ".dlq": 1})
+}
+
+// newMockCluster starts a mock cluster of brokers brokers with topics,
+// each with the number of partitions given; the mock cluster leads
+// partition p on broker p%brokers+1.
+func newMockCluster(t *testing.T, brokers int, topics map[string]int) *kafka.MockCluster {
 	t.Helper()
-	mc, err := kafka.NewMockCluster(1)
+	mc, err := kafka.NewMockCluster(brokers)
 	if err != nil {
 		t.Fatalf("mock cluster: %v", err)
 	}
 	t.Cleanup(mc.Close)
-	for _, tp := range []string{topic, topic + ".dlq"} {
-		if err := mc.CreateTopic(tp, 1, 1); err != nil {
+	for tp, partitions := range topics {
+		if err := mc.CreateTopic(tp, partitions, 1); err != nil {
 			t.Fatalf("create topic %s: %v", tp, err)
 		}
 	}
@@ -535,14 +542,7 @@ func TestNew_keepsConsumerPropertiesOffTheDeadLetterProducer(t *testing.T) {
 }
 
 func TestReceiver_commitsBeforePartitionsMove(t *testing.T) {
-	mc, err := kafka.NewMockCluster(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mc.Close)
-	if err := mc.CreateTopic(topic, 2, 1); err != nil {
-		t.Fatal(err)
-	}
+	mc := newMockCluster(t, 1, map[string]int{topic: 2})
 	batch := func(from, to int) []*kafka.Message {
 		var msgs []*kafka.Message
 		for i := from; i <= to; i++ {

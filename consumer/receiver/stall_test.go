@@ -16,16 +16,7 @@ func TestReceiver_recreatesAStalledClient(t *testing.T) {
 	// "test-group" on broker 2. With broker 1 down, brokers 2 and 3 still
 	// name it the leader: the client cannot fetch while the metadata says
 	// all is well, a stand-in for librdkafka#5430's stuck partition.
-	mc, err := kafka.NewMockCluster(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(mc.Close)
-	for _, tp := range []string{topic, topic + ".dlq"} {
-		if err := mc.CreateTopic(tp, 1, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	mc := newMockCluster(t, 3, map[string]int{topic: 1, topic + ".dlq": 1})
 	const n = 300
 	produceSingly(t, mc.BootstrapServers(), n)
 

@@ -97,19 +97,11 @@ func TestEnsureTopics_sizesTheDeadLetterTopic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mc, err := kafka.NewMockCluster(1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(mc.Close)
-			if err := mc.CreateTopic(topic, 1, 1); err != nil {
-				t.Fatal(err)
-			}
+			topics := map[string]int{topic: 1}
 			if tt.exists {
-				if err := mc.CreateTopic(topic+".dlq", 1, 1); err != nil {
-					t.Fatal(err)
-				}
+				topics[topic+".dlq"] = 1
 			}
+			mc := newMockCluster(t, 1, topics)
 			limits := map[string]int{}
 			for k, v := range tt.limits {
 				limits[k] = v
@@ -157,25 +149,18 @@ func TestEnsureTopics_saysWhatFailed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mc, err := kafka.NewMockCluster(1)
-			if err != nil {
-				t.Fatal(err)
+			topics := map[string]int{topic: 1, topic + ".dlq": 1}
+			if tt.missing {
+				topics = nil
 			}
-			t.Cleanup(mc.Close)
-			if !tt.missing {
-				for _, tp := range []string{topic, topic + ".dlq"} {
-					if err := mc.CreateTopic(tp, 1, 1); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
+			mc := newMockCluster(t, 1, topics)
 			props := kafka.ConfigMap{}
 			if tt.servers != "" {
 				props["bootstrap.servers"] = tt.servers
 			}
 			r := newReceiver(t, mc, logging.Text, &syncBuffer{}, Options{Admin: &fakeAdmin{limits: map[string]int{}, refuse: tt.refuse}}, props)
 			t.Cleanup(r.Close)
-			err = r.EnsureTopics(context.Background(), 2*time.Second)
+			err := r.EnsureTopics(context.Background(), 2*time.Second)
 			want := strings.ReplaceAll(tt.want, "MOCK", mc.BootstrapServers())
 			if err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("EnsureTopics: %v\nwant %s", err, want)
