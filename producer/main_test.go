@@ -61,7 +61,7 @@ func TestRun_exitCodes(t *testing.T) {
 		{name: "bad value size", args: []string{"--value-size", "10"}, code: 2,
 			stderr: `producer: invalid --value-size "10": want 0 (no padding) or a size from 24 to 65536 bytes`},
 		{name: "undelivered events", args: []string{"--bootstrap-servers", broker, "--count", "2", "--interval", "10ms", "-X", "message.timeout.ms=200"},
-			slowBroker: true, code: 1, stdout: []string{"ERROR Not delivered: ", "2 of 2 events not delivered"}},
+			slowBroker: true, code: 1, stdout: []string{"ERROR Unconfirmed: ", "2 of 2 events not delivered: 0 failed, 2 unknown"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,8 +43,11 @@ type Options struct {
 type Result struct {
 	Attempted int64 // accepted by the client for delivery
 	Delivered int64 // acknowledged by the broker
-	Failed    int64 // not written: refused, timed out, or purged from the queue at shutdown
-	Unknown   int64 // purged while in flight at shutdown: may have been written
+	Failed    int64 // not written: refused, or purged from the queue at shutdown
+	// Unknown counts events that may have been written: purged in flight
+	// at shutdown, timed out (possibly in flight), or failed after a
+	// leader stall purged them in flight once.
+	Unknown   int64
 	Recovered int64 // times the client was re-created after a leader stall
 	// Elapsed runs from the first event handed to the client to the last
 	// delivery report; 0 when nothing was sent.
@@ -185,7 +188,7 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 		err = s.fatalError()
 	}
 	if err == nil && res.Delivered != res.Attempted {
-		err = fmt.Errorf("%d of %d events not delivered: %d failed, %d unknown (sent but unconfirmed at shutdown: may have been written)",
+		err = fmt.Errorf("%d of %d events not delivered: %d failed, %d unknown (sent but unconfirmed: may have been written)",
 			res.Attempted-res.Delivered, res.Attempted, res.Failed, res.Unknown)
 	}
 	return res, err
@@ -278,6 +281,9 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 				s.mu.RLock()
 				ferr := s.c.p.GetFatalError()
 				s.mu.RUnlock()
+				if ferr == nil { // a client re-created meanwhile has none
+					ferr = err
+				}
 				return first, s.setFatal(ferr)
 			default:
 				return first, fmt.Errorf("send event %d: %w", seq, err)
@@ -298,6 +304,9 @@ type inflight struct {
 	seq  uint64
 	time time.Time
 	id   event.ID
+	// maybeWritten: a leader stall purged the event in flight, and it was
+	// sent again; should that fail, it may still have been written.
+	maybeWritten bool
 }
 
 const inflightBlock = 1024
@@ -358,12 +367,13 @@ func (s *Sender) report(c *client, m *kafka.Message) {
 	errors.As(m.TopicPartition.Error, &kerr)
 	purged := kerr.Code() == kafka.ErrPurgeQueue || kerr.Code() == kafka.ErrPurgeInflight
 	if purged && c.retiring.Load() {
+		in.maybeWritten = in.maybeWritten || kerr.Code() == kafka.ErrPurgeInflight
 		c.purged = append(c.purged, in)
 		return
 	}
 	s.lastReport.Store(time.Now().UnixNano())
 	if err := m.TopicPartition.Error; err != nil {
-		if kerr.Code() == kafka.ErrPurgeInflight {
+		if kerr.Code() == kafka.ErrPurgeInflight || kerr.Code() == kafka.ErrMsgTimedOut || in.maybeWritten {
 			s.unknown.Add(1)
 			s.log.Error("Unconfirmed: "+in.time.Format(event.TimestampLayout), "seq", in.seq, "id", in.id, "err", err)
 			return

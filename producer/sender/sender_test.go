@@ -299,6 +299,9 @@ func TestSender_brokerDownAndUpLosesNothing(t *testing.T) {
 }
 
 func TestSender_deliveryTimeoutIsReportedForEveryEvent(t *testing.T) {
+	// The broker answers too late: the events time out while in flight,
+	// so they may have been written. They count as unknown, each with its
+	// line, never as delivered and never as surely lost.
 	mc := mockCluster(t, 1)
 	var out syncBuffer
 	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: 5}, &out,
@@ -310,13 +313,13 @@ func TestSender_deliveryTimeoutIsReportedForEveryEvent(t *testing.T) {
 	if err == nil {
 		t.Fatal("Run succeeded; want an error for undelivered events")
 	}
-	if res.Attempted != 5 || res.Delivered+res.Failed != res.Attempted || res.Failed == 0 {
-		t.Fatalf("result %+v: want attempted=5 = delivered + failed, some failed", res)
+	if res.Attempted != 5 || res.Delivered+res.Failed+res.Unknown != res.Attempted || res.Unknown == 0 {
+		t.Fatalf("result %+v: want attempted=5 = delivered + failed + unknown, some unknown", res)
 	}
-	if got := strings.Count(out.String(), "ERROR Not delivered: "); int64(got) != res.Failed {
-		t.Errorf("%d failure lines for %d failed events:\n%s", got, res.Failed, out.String())
+	if got := strings.Count(out.String(), "ERROR Unconfirmed: "); int64(got) != res.Unknown {
+		t.Errorf("%d unconfirmed lines for %d unknown events:\n%s", got, res.Unknown, out.String())
 	}
-	if !strings.Contains(err.Error(), fmt.Sprintf("%d of 5 events not delivered", res.Failed)) {
+	if !strings.Contains(err.Error(), fmt.Sprintf("%d of 5 events not delivered", res.Failed+res.Unknown)) {
 		t.Errorf("error %q does not say how many were not delivered", err)
 	}
 }

@@ -40,8 +40,9 @@ func (s *Sender) watchStall(ctx context.Context) {
 	every := s.opts.StallAfter / 3
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var since time.Time // since when events have waited with no report at all
-	answered := false   // the previous check found the cluster well, since then
+	var since time.Time     // since when events have waited with no report at all
+	var recreated time.Time // when the client was last re-created
+	answered := false       // the previous check found the cluster well, since then
 	for {
 		select {
 		case <-ctx.Done():
@@ -54,6 +55,11 @@ func (s *Sender) watchStall(ctx context.Context) {
 		switch {
 		case waiting == 0:
 			since, answered = time.Time{}, false
+			continue
+		case s.lastReport.Load() < recreated.UnixNano():
+			// The new client has not reported yet. Re-creating it again
+			// would start the events' message.timeout.ms over, and a
+			// cluster that never acknowledges would hold them for ever.
 			continue
 		case since.IsZero() || time.Unix(0, s.lastReport.Load()).After(since):
 			since, answered = now, false
@@ -73,7 +79,7 @@ func (s *Sender) watchStall(ctx context.Context) {
 			s.log.Error("Cannot re-create the Kafka client", "err", err)
 			continue
 		}
-		since, answered = time.Time{}, false
+		since, answered, recreated = time.Time{}, false, time.Now()
 	}
 }
 
@@ -81,9 +87,18 @@ func (s *Sender) watchStall(ctx context.Context) {
 // leaders; ok is false unless the request succeeded and every partition
 // has a leader.
 func (s *Sender) leaders() (desc string, ok bool) {
-	s.mu.RLock()
-	md, err := s.c.p.GetMetadata(&s.opts.Topic, false, int(metadataTimeout/time.Millisecond))
-	s.mu.RUnlock()
+	// A client of its own: the stuck one may no longer reach any broker
+	// although they are up (it can stay "no usable brokers" for good).
+	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error below
+	for k, v := range s.opts.Kafka {
+		cm[k] = v
+	}
+	a, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		return "", false
+	}
+	defer a.Close()
+	md, err := a.GetMetadata(&s.opts.Topic, false, int(metadataTimeout/time.Millisecond))
 	if err != nil {
 		return "", false
 	}
@@ -120,7 +135,10 @@ func (s *Sender) recreate() error {
 	old := s.c
 	old.retiring.Store(true)
 	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
-	old.p.Flush(1000) // hands the purged events' reports over, at once: the cluster is well
+	// The purged events' reports are local: they come at once.
+	if left := old.p.Flush(5000); left > 0 {
+		s.log.Error("Events left without a report by the stalled client", "left", left)
+	}
 	old.close()
 	s.c = fresh
 	slices.SortFunc(old.purged, func(a, b *inflight) int { return cmp.Compare(a.seq, b.seq) })
