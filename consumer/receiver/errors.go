@@ -13,6 +13,7 @@ var codeNames = map[kafka.ErrorCode]string{
 	kafka.ErrTopicAuthorizationFailed:   "TOPIC_AUTHORIZATION_FAILED",
 	kafka.ErrClusterAuthorizationFailed: "CLUSTER_AUTHORIZATION_FAILED",
 	kafka.ErrPolicyViolation:            "POLICY_VIOLATION",
+	kafka.ErrTopicException:             "TOPIC_EXCEPTION",
 	kafka.ErrMsgSizeTooLarge:            "MSG_SIZE_TOO_LARGE",
 	kafka.ErrRecordListTooLarge:         "RECORD_LIST_TOO_LARGE",
 	kafka.ErrInvalidRecord:              "INVALID_RECORD",
@@ -42,7 +43,7 @@ func permanent(err error) bool {
 		return false
 	}
 	switch kerr.Code() {
-	case kafka.ErrTopicAuthorizationFailed, kafka.ErrClusterAuthorizationFailed, kafka.ErrPolicyViolation,
+	case kafka.ErrTopicAuthorizationFailed, kafka.ErrClusterAuthorizationFailed, kafka.ErrPolicyViolation, kafka.ErrTopicException,
 		kafka.ErrMsgSizeTooLarge, kafka.ErrRecordListTooLarge, kafka.ErrInvalidRecord,
 		kafka.ErrUnknownTopicOrPart, kafka.ErrUnknownTopic, kafka.ErrUnknownPartition, kafka.ErrFatal:
 		return true

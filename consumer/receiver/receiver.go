@@ -265,7 +265,7 @@ func (r *Receiver) consume(ctx context.Context) error {
 		if err := r.deadLetters(); err != nil {
 			return err
 		}
-		if err := r.checkStall(); err != nil {
+		if err := r.checkStall(ctx); err != nil {
 			return err
 		}
 	}

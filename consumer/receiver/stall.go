@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -59,9 +60,9 @@ func (w *stallWatch) revoked(tps []kafka.TopicPartition) {
 // cluster is not: checkStall re-creates the client. The time counts from
 // the first such check, not from the last message: a consumer whose
 // broker was away for longer than StallAfter gets StallAfter to resume.
-func (r *Receiver) checkStall() error {
+func (r *Receiver) checkStall(ctx context.Context) error {
 	now := time.Now()
-	if now.Before(r.stall.next) {
+	if now.Before(r.stall.next) || ctx.Err() != nil {
 		return nil
 	}
 	every := r.stall.after / 3
@@ -80,7 +81,7 @@ func (r *Receiver) checkStall() error {
 		}
 		if md == nil {
 			var err error
-			if md, err = r.c.GetMetadata(&r.opts.Topic, false, 1000); err != nil {
+			if md, err = r.freshMetadata(); err != nil {
 				clear(r.stall.quiet) // the cluster does not answer either: an outage, not a stall
 				return nil
 			}
@@ -107,12 +108,29 @@ func (r *Receiver) checkStall() error {
 		client = append(client, fmt.Sprintf("partition %d: no message for %s at position %d", p, now.Sub(last).Round(time.Second), pos))
 		broker = append(broker, fmt.Sprintf("partition %d: leader %d, high watermark %d", p, leader, high))
 	}
-	if len(parts) == 0 {
+	if len(parts) == 0 || ctx.Err() != nil {
 		return nil
 	}
 	r.log.Warn("Leader stall: re-creating the Kafka client", "topic", r.opts.Topic, "partitions", strings.Join(parts, ","),
 		"client", strings.Join(client, "; "), "broker", strings.Join(broker, "; "))
 	return r.recreate()
+}
+
+// freshMetadata asks the cluster about the topic through a client of its
+// own: the stuck one may no longer reach any broker although they are up.
+func (r *Receiver) freshMetadata() (*kafka.Metadata, error) {
+	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
+	for k, v := range r.opts.Kafka {
+		if !consumerOnly(k) {
+			cm[k] = v
+		}
+	}
+	a, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	return a.GetMetadata(&r.opts.Topic, false, 1000)
 }
 
 // behind reports partition p's position (its committed offset while
@@ -139,7 +157,9 @@ func (r *Receiver) behind(p int32) (pos, high int64, ok bool) {
 }
 
 // recreate commits what is stored, closes the client and subscribes with a
-// new one, which resumes from the committed offsets.
+// new one, which resumes from the committed offsets. Closing is bounded
+// where librdkafka takes a timeout; should the stuck client hang in its
+// commit or close, the shutdown watchdog still ends the process in time.
 func (r *Receiver) recreate() error {
 	r.closeConsumer(time.Now().Add(shutdownBudget))
 	clear(r.pending) // their offsets were never stored: the message comes again
