@@ -145,6 +145,7 @@ func (s setup) maxMessageBytes(ctx context.Context, topic string) (int, error) {
 	}
 	n, err := strconv.Atoi(res[0].Config["max.message.bytes"].Value)
 	if err != nil || n <= 0 {
+		//lint:ignore ST1005 Kafka is a name
 		return 0, fmt.Errorf("Kafka at %s answered %s without a max.message.bytes", s.servers, what)
 	}
 	return n, nil
@@ -156,6 +157,7 @@ func (s setup) maxMessageBytes(ctx context.Context, topic string) (int, error) {
 func (s setup) fail(what string, err error) error {
 	var kerr kafka.Error
 	if errors.As(err, &kerr) && kerr.Code() > 0 {
+		//lint:ignore ST1005 Kafka is a name
 		return fmt.Errorf("Kafka at %s refused %s: %s: %w", s.servers, what, codeName(kerr.Code()), err)
 	}
 	return fmt.Errorf("cannot reach Kafka at %s within %s: %s: %w", s.servers, s.timeout, what, err)
