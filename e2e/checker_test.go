@@ -150,7 +150,9 @@ func check(o observation) *figures {
 		id := r.id()
 		if id != "" {
 			copies[id]++
-			if copies[id] == 2 {
+			// A producer that re-created its client may write what it held
+			// twice: then assertFigures holds dup_log to DupLogBound.
+			if copies[id] == 2 && f.DupLogBound == 0 {
 				f.problem("event %s is in the log more than once", id)
 			}
 			if copies[id] > 1 {
