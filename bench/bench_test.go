@@ -289,3 +289,18 @@ func TestBrokerNode_isTheComposeFiles(t *testing.T) {
 		t.Errorf("KAFKA_LISTENERS = %q; want the host listener on 127.0.0.1:31234", bench.Env["KAFKA_LISTENERS"])
 	}
 }
+
+func TestAddLatencies(t *testing.T) {
+	var lat []time.Duration
+	for i := 1000; i >= 1; i-- { // 1 ms to 1,000 ms, in reverse
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	s := sample{}
+	addLatencies(s, lat)
+	want := sample{mP50: 500, mP99: 990, mP999: 999, mMax: 1000, mMean: 500.5, mCount: 1000}
+	for k, v := range want {
+		if s[k] != v {
+			t.Errorf("%s = %v; want %v", k, s[k], v)
+		}
+	}
+}

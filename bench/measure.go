@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,11 +296,10 @@ func flatten(ps [][2]string) []string {
 func (b *bench) sampleHeaders(at time.Time, n int) [][2]string {
 	return [][2]string{
 		{"ce_specversion", "1.0"},
-		{"ce_id", "8f0c2f6e-1d7b-4c8a-9e3f-5a6b7c8d9e0f"},
+		{"ce_id", strconv.Itoa(n)},
 		{"ce_source", b.source},
 		{"ce_type", "io.github.event-driven-go.timestamp.v1"},
 		{"ce_time", at.Format(time.RFC3339Nano)},
-		{"ce_sequence", strconv.Itoa(n)},
 		{"content-type", "application/json"},
 	}
 }
@@ -457,7 +459,9 @@ func profileNamed(ps []profile, name string) profile {
 }
 
 // ourLatency runs one round of our consumer and producer: n events, one
-// every interval, with the consumer's latency summary leaving out drop.
+// every interval. Each "Received:" line of the consumer carries the
+// event's latency (from its ce_time to its handling); the events of the
+// first drop are left out.
 func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, drop time.Duration, p profile, round int) (sample, error) {
 	topic := b.topic("l", p.name, interval.Microseconds(), round)
 	for _, t := range []string{topic, topic + ".dlq"} {
@@ -468,11 +472,23 @@ func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, d
 	defer b.deleteTopics(ctx, topic, topic+".dlq")
 	assigned := make(chan struct{})
 	var once sync.Once
+	var mu sync.Mutex
+	var lat []time.Duration
 	cons, err := startChild(ctx, child{name: b.consumer, args: []string{"--bootstrap-servers", b.bootstrap, "--topic", topic,
-		"--group", topic, "--count", strconv.Itoa(n), "--warmup", drop.String(), "--log-events=false", "--log-format", "json"},
+		"--group", topic, "--count", strconv.Itoa(n), "--log-format", "json"},
 		onLine: func(l string, _ time.Time) {
-			if strings.Contains(l, `"msg":"Partitions assigned"`) {
+			switch {
+			case strings.Contains(l, `"msg":"Partitions assigned"`):
 				once.Do(func() { close(assigned) })
+			case strings.Contains(l, `"msg":"Received: `):
+				var r struct {
+					Latency *int64 `json:"latency"` // nanoseconds
+				}
+				if json.Unmarshal([]byte(l), &r) == nil && r.Latency != nil {
+					mu.Lock()
+					lat = append(lat, time.Duration(*r.Latency))
+					mu.Unlock()
+				}
 			}
 		}})
 	if err != nil {
@@ -530,14 +546,14 @@ func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, d
 	if s[mRate], err = number(pl, "events_per_s"); err != nil {
 		return nil, err
 	}
-	for k, key := range map[string]string{mP50: "latency_p50", mP99: "latency_p99", mP999: "latency_p999", mMax: "latency_max", mMean: "latency_mean"} {
-		ns, err := number(cl, key)
-		if err != nil {
-			return nil, err
-		}
-		s[k] = ns / 1e6
+	mu.Lock()
+	defer mu.Unlock()
+	if skip := int(drop / interval); skip < len(lat) {
+		lat = lat[skip:]
+	} else {
+		return nil, fmt.Errorf("%d latencies in the consumer's lines, all in the first %s", len(lat), drop)
 	}
-	s[mCount], _ = number(cl, "latency_events")
+	addLatencies(s, lat)
 	b.addBrokerGC(ctx, s, from.Add(drop), time.Now())
 	return s, nil
 }
@@ -583,4 +599,18 @@ func (b *bench) oneAtATime(ctx context.Context) (*cell, error) {
 		}},
 	})
 	return c, err
+}
+
+// addLatencies adds to s the percentiles, maximum, mean and count of lat.
+func addLatencies(s sample, lat []time.Duration) {
+	slices.Sort(lat)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	// The nearest rank: the smallest latency at or above which a fraction q lies.
+	at := func(q float64) float64 { return ms(lat[max(0, int(math.Ceil(q*float64(len(lat))))-1)]) }
+	var sum time.Duration
+	for _, d := range lat {
+		sum += d
+	}
+	s[mP50], s[mP99], s[mP999] = at(0.50), at(0.99), at(0.999)
+	s[mMax], s[mMean], s[mCount] = ms(lat[len(lat)-1]), ms(sum)/float64(len(lat)), float64(len(lat))
 }

@@ -127,7 +127,9 @@ type position struct {
 // check compares what was sent, stored and handled.
 func check(o observation) *figures {
 	f := &figures{}
-	sent := map[string]string{}     // id -> timestamp the producer logged
+	// Events are keyed by source and id (eventKey): ids are unique only
+	// within their source.
+	sent := map[string]string{}     // event key -> timestamp the producer logged
 	acked := map[string]*position{} // nil: acknowledged, position not logged
 	for i, lines := range o.producers {
 		checkProducer(f, i, lines, sent, acked)
@@ -137,9 +139,9 @@ func check(o observation) *figures {
 		f.Sent++
 		f.Acked++
 		direct[position{r.Partition, r.Offset}] = true
-		if id := r.id(); id != "" {
-			sent[id] = r.timestamp()
-			acked[id] = &position{r.Partition, r.Offset}
+		if k := r.key(); k != "" {
+			sent[k] = r.timestamp()
+			acked[k] = &position{r.Partition, r.Offset}
 		}
 	}
 
@@ -147,7 +149,7 @@ func check(o observation) *figures {
 	copies := map[string]int{}
 	for _, r := range o.log {
 		stored[position{r.Partition, r.Offset}] = r
-		id := r.id()
+		id := r.key()
 		if id != "" {
 			copies[id]++
 			// A producer that re-created its client may write what it held
@@ -176,7 +178,7 @@ func check(o observation) *figures {
 			f.problem("event %s was acknowledged but is not in the log", id)
 		} else if pos == nil {
 			continue
-		} else if r, ok := stored[*pos]; !ok || r.id() != id {
+		} else if r, ok := stored[*pos]; !ok || r.key() != id {
 			f.Mismatched++
 			f.problem("event %s was acknowledged at %d@%d but is stored elsewhere", id, pos.partition, pos.offset)
 		}
@@ -200,19 +202,26 @@ func checkProducer(f *figures, run int, lines []logLine, sent map[string]string,
 	var sending, delivered, failed, unconfirmed int
 	var stop *logLine
 	var ids []string
+	source := fmt.Sprintf("producer run %d", run) // until its start line names it
+	for _, l := range lines {
+		if l.is(msgProducerStart) && l.Source != "" {
+			source = l.Source
+		}
+	}
 	for i, l := range lines {
+		key := eventKey(source, l.ID)
 		switch {
 		case l.is(msgSending):
 			sending++
-			sent[l.ID] = l.timestamp()
-			ids = append(ids, l.ID)
+			sent[key] = l.timestamp()
+			ids = append(ids, key)
 		case l.is(msgDelivered):
 			delivered++
 			if l.Partition == nil || l.Offset == nil {
 				f.problem("producer run %d: delivery of %s without partition and offset", run, l.ID)
 				continue
 			}
-			acked[l.ID] = &position{*l.Partition, *l.Offset}
+			acked[key] = &position{*l.Partition, *l.Offset}
 		case l.is(msgNotDelivered):
 			failed++
 		case l.is(msgUnconfirmed):
@@ -225,7 +234,7 @@ func checkProducer(f *figures, run int, lines []logLine, sent map[string]string,
 		}
 	}
 	for _, l := range lines {
-		if (l.is(msgDelivered) || l.is(msgNotDelivered) || l.is(msgUnconfirmed)) && sent[l.ID] == "" {
+		if (l.is(msgDelivered) || l.is(msgNotDelivered) || l.is(msgUnconfirmed)) && sent[eventKey(source, l.ID)] == "" {
 			f.problem("producer run %d: %q for an event it never logged as sent", run, l.Msg)
 		}
 	}
@@ -268,7 +277,7 @@ func checkLogOrder(f *figures, log []record) {
 		source    string
 	}
 	last := map[key]record{}
-	stored := map[string]bool{} // ids seen: later copies are dup_log, not disorder
+	stored := map[string]bool{} // event keys seen: later copies are dup_log, not disorder
 	sorted := slices.Clone(log)
 	slices.SortStableFunc(sorted, func(a, b record) int {
 		if a.Partition != b.Partition {
@@ -278,14 +287,14 @@ func checkLogOrder(f *figures, log []record) {
 	})
 	for _, r := range sorted {
 		seq := r.seq()
-		if seq == 0 || stored[r.id()] {
+		if seq == 0 || stored[r.key()] {
 			continue
 		}
-		stored[r.id()] = true
+		stored[r.key()] = true
 		k := key{r.Partition, r.source()}
 		if prev, ok := last[k]; ok && seq <= prev.seq() {
 			f.Reordered++
-			f.problem("partition %d: sequence %d of %s stored at offset %d, after sequence %d at offset %d",
+			f.problem("partition %d: id %d of %s stored at offset %d, after id %d at offset %d",
 				r.Partition, seq, k.source, r.Offset, prev.seq(), prev.Offset)
 		}
 		last[k] = r
@@ -319,7 +328,14 @@ func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[posit
 	dead := map[position]int{}
 	firstUpTo := map[int32]int64{} // highest offset delivered for the first time
 	for run, lines := range runs {
-		seen := map[string]bool{} // ids this run received: its duplicate flags must agree
+		// The consumer flags an event duplicate when its numeric id is at or
+		// below the highest it handled from the same source and partition
+		// in this run; its flags must follow that rule.
+		type from struct {
+			partition int32
+			source    string
+		}
+		highest := map[from]uint64{}
 		for _, l := range lines {
 			isReceipt, isDead := l.is(msgReceived), l.is(msgDeadLettered)
 			if !isReceipt && !isDead {
@@ -361,13 +377,15 @@ func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[posit
 				f.problem("consumer run %d: received %q id %q at %d@%d, where the log holds %q id %q",
 					run, l.timestamp(), l.ID, pos.partition, pos.offset, r.timestamp(), r.id())
 			}
-			if l.ID != "" {
-				if l.Duplicate != seen[l.ID] {
+			if id := r.seq(); id != 0 {
+				k := from{pos.partition, r.source()}
+				want := id <= highest[k]
+				if l.Duplicate != want {
 					f.Mismatched++
 					f.problem("consumer run %d: event %s at %d@%d flagged duplicate=%v, want %v",
-						run, l.ID, pos.partition, pos.offset, l.Duplicate, seen[l.ID])
+						run, l.ID, pos.partition, pos.offset, l.Duplicate, want)
 				}
-				seen[l.ID] = true
+				highest[k] = max(highest[k], id)
 			}
 		}
 	}
@@ -430,15 +448,15 @@ func assertFigures(t *testing.T, f *figures, lim limits) {
 
 // The checker itself must be able to fail: each case breaks one guarantee.
 func TestCheck_findsEachViolation(t *testing.T) {
-	ev := func(id string, seq uint64, offset int64) record {
-		return record{Offset: offset, Value: []byte(`{"timestamp":"10:00:0` + fmt.Sprint(seq) + `"}`),
-			Headers: kafkaHeaders("ce_id", id, "ce_source", "src", "ce_sequence", fmt.Sprint(seq))}
+	ev := func(id uint64, offset int64) record {
+		return record{Offset: offset, Value: []byte(`{"timestamp":"10:00:0` + fmt.Sprint(id) + `"}`),
+			Headers: kafkaHeaders("ce_id", fmt.Sprint(id), "ce_source", "src")}
 	}
-	a, b, c := ev("a", 1, 0), ev("b", 2, 1), ev("c", 3, 2)
+	a, b, c := ev(1, 0), ev(2, 1), ev(3, 2)
 	sending := func(rs ...record) []logLine {
-		var out []logLine
+		out := []logLine{{Msg: msgProducerStart, Source: "src"}}
 		for _, r := range rs {
-			out = append(out, logLine{Msg: msgSending + r.timestamp(), ID: r.id(), Seq: r.seq()})
+			out = append(out, logLine{Msg: msgSending + r.timestamp(), ID: r.id()})
 		}
 		for _, r := range rs {
 			out = append(out, logLine{Msg: msgDelivered + r.timestamp(), ID: r.id(), Partition: ptr(r.Partition), Offset: ptr(r.Offset)})
@@ -448,11 +466,11 @@ func TestCheck_findsEachViolation(t *testing.T) {
 	}
 	receiving := func(rs ...record) []logLine {
 		var out []logLine
-		seen := map[string]bool{}
+		var highest uint64
 		for _, r := range rs {
-			out = append(out, logLine{Msg: msgReceived + r.timestamp(), ID: r.id(), Duplicate: seen[r.id()],
+			out = append(out, logLine{Msg: msgReceived + r.timestamp(), ID: r.id(), Duplicate: r.seq() <= highest,
 				Partition: ptr(r.Partition), Offset: ptr(r.Offset)})
-			seen[r.id()] = true
+			highest = max(highest, r.seq())
 		}
 		return out
 	}

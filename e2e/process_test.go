@@ -20,8 +20,8 @@ type logLine struct {
 	Level string    `json:"level"`
 	Msg   string    `json:"msg"`
 
-	ID        string `json:"id"`
-	Seq       uint64 `json:"seq"`
+	ID        string `json:"id"`     // ce_id: unique within its source
+	Source    string `json:"source"` // the producer's ce_source, on its start line
 	Partition *int32 `json:"partition"`
 	Offset    *int64 `json:"offset"`
 	Latency   *int64 `json:"latency"` // nanoseconds
@@ -53,6 +53,7 @@ const (
 	msgUnconfirmed   = "Unconfirmed: "
 	msgReceived      = "Received: "
 	msgDeadLettered  = "Dead-lettered"
+	msgProducerStart = "Producer started"
 	msgProducerStop  = "Producer stopped"
 	msgConsumerStop  = "Consumer stopped"
 	msgPartitionsAsg = "Partitions assigned"

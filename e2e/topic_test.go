@@ -38,11 +38,22 @@ func (r record) id() string { v, _ := r.header("ce_id"); return v }
 // source is the event's ce_source, empty when absent.
 func (r record) source() string { v, _ := r.header("ce_source"); return v }
 
-// seq is the event's ce_sequence, 0 when absent or not a number.
+// seq is the event's ce_id as a number (our producer's ids count from 1
+// within their source), 0 when absent or not a number.
 func (r record) seq() uint64 {
-	v, _ := r.header("ce_sequence")
-	n, _ := strconv.ParseUint(v, 10, 64)
+	n, _ := strconv.ParseUint(r.id(), 10, 64)
 	return n
+}
+
+// key identifies the event: ids are unique only within their source.
+func (r record) key() string { return eventKey(r.source(), r.id()) }
+
+// eventKey is the key of the event id of source; empty without an id.
+func eventKey(source, id string) string {
+	if id == "" {
+		return ""
+	}
+	return source + " " + id
 }
 
 // timestamp is the HH:MM:SS of the value in either of the tutorial's forms,
