@@ -37,9 +37,10 @@ var repo = stack.Repo{Dir: "."}
 func main() {
 	quick := flag.Bool("quick", false, "a smoke run: one round of each kind, smaller counts")
 	out := flag.String("out", filepath.Join(benchDir, "report.md"), "where to write the report (Markdown)")
+	only := flag.String("only", "", "measure only these, comma-separated: producer, consumer, latency, one (one event at a time)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, *quick, *out)
+	err := run(ctx, *quick, *only, *out)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -47,12 +48,24 @@ func main() {
 	}
 }
 
-// run measures the plan and writes the report to out.
-func run(ctx context.Context, quick bool, out string) error {
+// run measures the plan (only the parts named in only, when set) and
+// writes the report to out.
+func run(ctx context.Context, quick bool, only, out string) error {
 	plan := fullPlan()
 	if quick {
 		plan = quickPlan()
 	}
+	parts := map[string]bool{}
+	for _, p := range strings.Split(only, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case "":
+		case "producer", "consumer", "latency", "one":
+			parts[p] = true
+		default:
+			return fmt.Errorf("invalid -only %q: want producer, consumer, latency or one, comma-separated", p)
+		}
+	}
+	measure := func(part string) bool { return len(parts) == 0 || parts[part] }
 	if err := needBenchTools(); err != nil {
 		return err
 	}
@@ -68,17 +81,25 @@ func run(ctx context.Context, quick bool, out string) error {
 
 	var r report
 	r.plan = plan
-	if r.producer, err = b.producerThroughput(ctx); err != nil {
-		return err
+	if measure("producer") {
+		if r.producer, err = b.producerThroughput(ctx); err != nil {
+			return err
+		}
 	}
-	if r.consumer, err = b.consumerThroughput(ctx); err != nil {
-		return err
+	if measure("consumer") {
+		if r.consumer, err = b.consumerThroughput(ctx); err != nil {
+			return err
+		}
 	}
-	if r.latency, err = b.steadyLatency(ctx); err != nil {
-		return err
+	if measure("latency") {
+		if r.latency, err = b.steadyLatency(ctx); err != nil {
+			return err
+		}
 	}
-	if r.oneAtATime, err = b.oneAtATime(ctx); err != nil {
-		return err
+	if measure("one") {
+		if r.oneAtATime, err = b.oneAtATime(ctx); err != nil {
+			return err
+		}
 	}
 	// The setup gathers figures while the rounds run (the JVM's start-up).
 	r.setup = b.setup
