@@ -1,21 +1,11 @@
 // Command consumer reads timestamp events from a Kafka topic in a consumer
 // group, like the consumer of the tutorial "Event-driven architectures with
-// Kafka and Python", and prints "Received: HH:MM:SS" for each, with the
-// end-to-end latency when the sender recorded its send time.
+// Kafka and Python", and prints "Received: HH:MM:SS" for each.
 //
-// Delivery is at least once. Messages that cannot be decoded go to a
-// dead-letter topic and never stop the consumer; a dead-letter topic that
-// refuses one does, since only a person can fix it.
-//
-// Exit codes:
-//
-//	0        clean stop: every event received was handled or dead-lettered
-//	1        runtime failure: Kafka unreachable or refusing at start, a
-//	         fatal client error, a message the dead-letter topic refused, or
-//	         a shutdown that took longer than 8 s
-//	2        bad configuration
-//	128+sig  a second stop signal cut the shutdown short (130 for SIGINT,
-//	         143 for SIGTERM)
+// Exit codes: 0 clean stop, every event received handled or dead-lettered;
+// 1 Kafka unreachable or refusing at start, a fatal client error, a message
+// the dead-letter topic refused, or a shutdown longer than 8 s; 2 bad
+// configuration; 128+signal when a second stop signal cut the shutdown short.
 package main
 
 import (
@@ -27,50 +17,28 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/event-driven-go/kafka-go/consumer/config"
-	"github.com/event-driven-go/kafka-go/consumer/logging"
-	"github.com/event-driven-go/kafka-go/consumer/receiver"
+	"github.com/event-driven-go/kafka-go/consumer/internal/config"
+	"github.com/event-driven-go/kafka-go/consumer/internal/receiver"
 )
 
-// dedupWindow is how many recent event ids are remembered to detect
-// duplicates: about 10 MiB, and hours of events at the tutorial's rate.
-const dedupWindow = 100_000
-
-// summary is the rate and the latency percentiles of the final line, for
-// what was measured.
-func summary(res receiver.Result) []any {
-	var a []any
-	if res.Elapsed > 0 {
-		a = append(a, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", math.Round(res.Rate()*10)/10)
-	}
-	if h := res.Latency; h != nil && h.Count() > 0 {
-		us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
-		a = append(a, "latency_events", h.Count(),
-			"latency_p50", us(h.Quantile(0.50)), "latency_p99", us(h.Quantile(0.99)),
-			"latency_p999", us(h.Quantile(0.999)), "latency_max", us(h.Max()), "latency_mean", us(h.Mean()))
-	}
-	return a
-}
-
-// startupTimeout bounds the wait for the cluster when the consumer starts.
-const startupTimeout = 30 * time.Second
-
-// shutdownGrace bounds the shutdown after the first stop signal; docker
-// stop kills after 10 s.
-const shutdownGrace = 8 * time.Second
+const (
+	startupTimeout = 30 * time.Second // for the cluster at start
+	shutdownGrace  = 8 * time.Second  // after the first stop signal; docker stop kills after 10 s
+)
 
 func main() {
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	os.Exit(run(context.Background(), env{
-		args: os.Args[1:], getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr,
-		signals: signals, exit: os.Exit,
-	}))
+	os.Exit(run(context.Background(), env{args: os.Args[1:], getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr,
+		signals: signals, exit: os.Exit}))
 }
 
 // env is what run takes from the process, so that a test can provide it.
@@ -78,9 +46,9 @@ type env struct {
 	args           []string
 	getenv         func(string) string
 	stdout, stderr io.Writer
-	signals        <-chan os.Signal // stop signals
-	exit           func(code int)   // ends the process when the shutdown is cut short
-	admin          receiver.Admin   // nil: the cluster's admin API
+	signals        <-chan os.Signal
+	exit           func(code int) // ends the process when the shutdown is cut short
+	admin          receiver.Admin // nil: the cluster's admin API
 }
 
 // run is the whole program; it returns the exit code.
@@ -88,28 +56,17 @@ func run(ctx context.Context, e env) int {
 	cfg, err := config.Parse(e.args, e.getenv, e.stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
-	}
-	if err != nil {
+	} else if err != nil {
 		fmt.Fprintln(e.stderr, "consumer:", err)
 		return 2
 	}
-	log := logging.New(e.stdout, cfg.LogFormat, cfg.LogLevel)
-
+	log := newLogger(e.stdout, cfg.LogFormat, cfg.LogLevel)
 	props := kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
 	for k, v := range cfg.Kafka {
 		props[k] = v
 	}
-	r, err := receiver.New(receiver.Options{
-		Topic:       cfg.Topic,
-		DLQTopic:    cfg.DLQTopic,
-		Group:       cfg.Group,
-		Count:       cfg.Count,
-		DedupWindow: dedupWindow,
-		Warmup:      cfg.Warmup,
-		LogEvents:   cfg.LogEvents,
-		Admin:       e.admin,
-		Kafka:       props,
-	}, log)
+	r, err := receiver.New(receiver.Options{Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, Group: cfg.Group, Count: cfg.Count,
+		LogEvents: cfg.LogEvents, Admin: e.admin, Kafka: props}, log)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: invalid Kafka client configuration:", err)
 		return 2
@@ -124,18 +81,22 @@ func run(ctx context.Context, e env) int {
 		"group", cfg.Group, "dlq", cfg.DLQTopic, "librdkafka", lib)
 
 	var res receiver.Result
-	err = r.EnsureTopics(ctx, startupTimeout)
-	switch {
-	case err == nil:
+	if err = r.EnsureTopics(ctx, startupTimeout); err == nil {
 		res, err = r.Run(ctx)
-	case ctx.Err() != nil:
+	} else {
 		r.Close()
-		err = nil // stopped while starting
-	default:
-		r.Close()
+		if ctx.Err() != nil {
+			err = nil // stopped while starting
+		}
 	}
-	attrs := append([]any{"received", res.Received, "duplicates", res.Duplicates, "dead_lettered", res.DeadLettered,
-		"recovered", res.Recovered}, summary(res)...)
+	attrs := []any{"received", res.Received, "duplicates", res.Duplicates, "dead_lettered", res.DeadLettered, "recovered", res.Recovered}
+	if res.Received > 0 {
+		rate := 0.0
+		if res.Elapsed > 0 { // the gaps between the events, one fewer than the events
+			rate = math.Round(float64(res.Received-1)/res.Elapsed.Seconds()*10) / 10
+		}
+		attrs = append(attrs, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", rate)
+	}
 	if err != nil {
 		log.Error("Consumer stopped", append(attrs, "err", err)...)
 		return 1
@@ -178,4 +139,54 @@ func (w watchdog) run() {
 		w.exit(1)
 	case <-w.done:
 	}
+}
+
+// newLogger writes JSON lines for machines, or the tutorial's lines for
+// people: the message, then key=value attributes, the level only when it is
+// not INFO, and no time.
+func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	}
+	return slog.New(&textHandler{w: w, mu: &sync.Mutex{}, level: level})
+}
+
+type textHandler struct {
+	w     io.Writer
+	mu    *sync.Mutex
+	level slog.Level
+	attrs string // from With
+}
+
+func (h *textHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h *textHandler) WithGroup(string) slog.Handler                { return h } // no groups are used
+
+func (h *textHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	h2 := *h
+	for _, a := range as {
+		h2.attrs += attr(a)
+	}
+	return &h2
+}
+
+func (h *textHandler) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	if r.Level != slog.LevelInfo {
+		b.WriteString(r.Level.String() + " ")
+	}
+	b.WriteString(r.Message + h.attrs)
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(attr(a)); return true })
+	b.WriteByte('\n')
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := io.WriteString(h.w, b.String())
+	return err
+}
+
+func attr(a slog.Attr) string {
+	s := a.Value.Resolve().String()
+	if s == "" || strings.ContainsAny(s, " =\"\n\t") {
+		s = strconv.Quote(s)
+	}
+	return " " + a.Key + "=" + s
 }

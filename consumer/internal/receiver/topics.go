@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/event-driven-go/kafka-go/consumer/dlq"
 )
 
 // Admin is the part of *kafka.AdminClient that EnsureTopics uses.
@@ -18,6 +16,36 @@ type Admin interface {
 	CreateTopics(ctx context.Context, topics []kafka.TopicSpecification, options ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error)
 	DescribeConfigs(ctx context.Context, resources []kafka.ConfigResource, options ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
 	IncrementalAlterConfigs(ctx context.Context, resources []kafka.ConfigResource, options ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+}
+
+// EnsureTopics creates the topic and the dead-letter topic unless they
+// exist, so that the consumer can start before the producer, and gives the
+// dead-letter topic and producer room for anything the topic accepts. Its
+// errors say whether Kafka was out of reach within timeout or refused.
+func (r *Receiver) EnsureTopics(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	s := setup{p: r.dlq, admin: r.opts.Admin, servers: fmt.Sprint(r.opts.Kafka["bootstrap.servers"]), timeout: timeout, log: r.log}
+	if s.admin == nil {
+		a, err := kafka.NewAdminClientFromProducer(r.dlq)
+		if err != nil {
+			return fmt.Errorf("create admin client: %w", err)
+		}
+		defer a.Close()
+		s.admin = a
+	}
+	limit, err := s.topics(ctx, r.opts.Topic, r.opts.DLQTopic)
+	if err != nil {
+		return err
+	}
+	// A producer's message.max.bytes is fixed when it is created.
+	p, err := newDeadLetterProducer(r.dlqProps, limit)
+	if err != nil {
+		return err
+	}
+	r.dlq.Close()
+	r.dlq = p
+	return nil
 }
 
 // setup creates and sizes the topics at start.
@@ -40,7 +68,7 @@ func (s setup) topics(ctx context.Context, topic, dlqTopic string) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	want := limit + dlq.Headroom
+	want := limit + headroom
 	created, err := s.ensure(ctx, dlqTopic, map[string]string{"max.message.bytes": strconv.Itoa(want)})
 	if err != nil || created {
 		return want, err
@@ -51,31 +79,26 @@ func (s setup) topics(ctx context.Context, topic, dlqTopic string) (int, error) 
 	}
 	res, err := s.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: dlqTopic,
 		Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: strconv.Itoa(want), IncrementalOperation: kafka.AlterConfigOpTypeSet}}}})
-	what := fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", dlqTopic, have, want)
 	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
 		err = res[0].Error
 	}
 	if err != nil {
-		return 0, s.fail(what, err)
+		return 0, s.fail(fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", dlqTopic, have, want), err)
 	}
 	s.log.Info("Raised max.message.bytes of the dead-letter topic", "topic", dlqTopic, "from", have, "to", want, "source_limit", limit)
 	return want, nil
 }
 
-// ensure looks the topic up and creates it through the admin API when it
-// is missing, with one partition and config; it never relies on the
-// broker's auto-creation. It reports whether it created the topic.
+// ensure creates the topic through the admin API when it is missing, with
+// one partition and config (never by the broker's auto-creation), and
+// waits for its leaders. It reports whether it created the topic.
 func (s setup) ensure(ctx context.Context, topic string, config map[string]string) (bool, error) {
 	ready, err := s.ready(ctx, topic)
 	if err != nil || ready {
 		return false, err
 	}
-	res, err := s.admin.CreateTopics(ctx, []kafka.TopicSpecification{{
-		Topic:         topic,
-		NumPartitions: 1,
-		// ReplicationFactor 0 asks for the broker's default.replication.factor.
-		Config: config,
-	}})
+	// ReplicationFactor 0 asks for the broker's default.replication.factor.
+	res, err := s.admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, Config: config}})
 	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError && res[0].Error.Code() != kafka.ErrTopicAlreadyExists {
 		err = res[0].Error
 	}
@@ -86,8 +109,7 @@ func (s setup) ensure(ctx context.Context, topic string, config map[string]strin
 	if created {
 		s.log.Info("Created topic", "topic", topic)
 	}
-	// Wait until the topic has leaders, so that the first send or
-	// subscription does not race the topic's propagation.
+	// Wait for leaders, so that the subscription does not race the topic's propagation.
 	for {
 		if ready, err := s.ready(ctx, topic); err != nil || ready {
 			return created, err
@@ -109,10 +131,10 @@ func (s setup) ready(ctx context.Context, topic string) (bool, error) {
 		return false, s.fail(fmt.Sprintf("looking up topic %q", topic), err)
 	}
 	t, ok := md.Topics[topic]
-	switch {
-	case !ok || t.Error.Code() == kafka.ErrUnknownTopicOrPart || t.Error.Code() == kafka.ErrLeaderNotAvailable:
+	switch code := t.Error.Code(); {
+	case !ok || code == kafka.ErrUnknownTopicOrPart || code == kafka.ErrLeaderNotAvailable:
 		return false, nil
-	case t.Error.Code() != kafka.ErrNoError:
+	case code != kafka.ErrNoError:
 		return false, s.fail(fmt.Sprintf("the metadata of topic %q", topic), t.Error)
 	}
 	for _, pt := range t.Partitions {

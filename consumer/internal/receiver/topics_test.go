@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/event-driven-go/kafka-go/consumer/logging"
 )
 
 // fakeAdmin answers the admin requests of EnsureTopics, which the mock
@@ -90,10 +88,10 @@ func TestEnsureTopics_sizesTheDeadLetterTopic(t *testing.T) {
 	}{
 		{name: "created with room for the headers", want: 1048588 + 2048},
 		{name: "raised when too small", exists: true, limits: map[string]int{topic + ".dlq": 1048588}, want: 1048588 + 2048,
-			wantLine: `Raised max.message.bytes of the dead-letter topic topic=timestamp.dlq from=1048588 to=1050636 source_limit=1048588`},
+			wantLine: `"msg":"Raised max.message.bytes of the dead-letter topic","topic":"timestamp.dlq","from":1048588,"to":1050636,"source_limit":1048588}`},
 		{name: "left alone when large enough", exists: true, limits: map[string]int{topic: 2000, topic + ".dlq": 9000}, want: 9000},
 		{name: "follows a source topic's own limit", exists: true, limits: map[string]int{topic: 5_000_000, topic + ".dlq": 1048588}, want: 5_002_048,
-			wantLine: "Raised max.message.bytes of the dead-letter topic topic=timestamp.dlq from=1048588 to=5002048 source_limit=5000000"},
+			wantLine: `"msg":"Raised max.message.bytes of the dead-letter topic","topic":"timestamp.dlq","from":1048588,"to":5002048,"source_limit":5000000}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,7 +106,7 @@ func TestEnsureTopics_sizesTheDeadLetterTopic(t *testing.T) {
 			}
 			admin := &fakeAdmin{mc: mc, limits: limits}
 			var out syncBuffer
-			r := newReceiver(t, mc, logging.Text, &out, Options{Admin: admin}, nil)
+			r := newReceiver(t, mc, &out, Options{Admin: admin}, nil)
 			t.Cleanup(r.Close)
 			if err := r.EnsureTopics(context.Background(), 10*time.Second); err != nil {
 				t.Fatalf("EnsureTopics: %v", err)
@@ -158,7 +156,7 @@ func TestEnsureTopics_saysWhatFailed(t *testing.T) {
 			if tt.servers != "" {
 				props["bootstrap.servers"] = tt.servers
 			}
-			r := newReceiver(t, mc, logging.Text, &syncBuffer{}, Options{Admin: &fakeAdmin{limits: map[string]int{}, refuse: tt.refuse}}, props)
+			r := newReceiver(t, mc, &syncBuffer{}, Options{Admin: &fakeAdmin{limits: map[string]int{}, refuse: tt.refuse}}, props)
 			t.Cleanup(r.Close)
 			err := r.EnsureTopics(context.Background(), 2*time.Second)
 			want := strings.ReplaceAll(tt.want, "MOCK", mc.BootstrapServers())

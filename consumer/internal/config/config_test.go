@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 )
 
 func env(kv map[string]string) func(string) string {
@@ -47,14 +46,9 @@ func TestParse(t *testing.T) {
 			want: func(c *Config) { c.Group, c.DLQTopic = "a", "dead" },
 		},
 		{
-			name: "latency warm-up",
-			args: []string{"--warmup", "5s"},
-			want: func(c *Config) { c.Warmup = 5 * time.Second },
-		},
-		{
-			name: "warm-up and no line per event from the environment",
-			env:  map[string]string{"CONSUMER_WARMUP": "1500ms", "LOG_EVENTS": "false"},
-			want: func(c *Config) { c.Warmup, c.LogEvents = 1500*time.Millisecond, false },
+			name: "no line per event, debug level from the environment",
+			env:  map[string]string{"LOG_EVENTS": "false", "LOG_LEVEL": "debug"},
+			want: func(c *Config) { c.LogEvents, c.LogLevel = false, slog.LevelDebug },
 		},
 		{
 			name: "librdkafka properties",
@@ -93,8 +87,8 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"illegal dead-letter topic", nil, map[string]string{"KAFKA_DLQ_TOPIC": "a b"}, "KAFKA_DLQ_TOPIC"},
 		{"dead-letter topic is the topic", []string{"--dlq-topic", "timestamp"}, nil, "--dlq-topic"},
 		{"negative count", nil, map[string]string{"CONSUMER_COUNT": "-5"}, "CONSUMER_COUNT"},
-		{"negative warm-up", []string{"--warmup", "-1s"}, nil, "--warmup"},
-		{"warm-up without unit", nil, map[string]string{"CONSUMER_WARMUP": "5"}, "CONSUMER_WARMUP"},
+		{"unknown log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"count not a number", []string{"--count", "many"}, nil, "--count"},
 		{"log events neither true nor false", []string{"--log-events", "quiet"}, nil, "--log-events"},
 		{"unknown log format", []string{"--log-format", "yaml"}, nil, "--log-format"},
 		{"offsets stored before handling", []string{"-X", "enable.auto.offset.store=true"}, nil, "-X enable.auto.offset.store"},
@@ -126,8 +120,8 @@ func TestParse_help(t *testing.T) {
 		t.Errorf("usage printed %d times, want once", n)
 	}
 	for _, s := range settings {
-		if !strings.Contains(out.String(), "-"+s.flag) || !strings.Contains(out.String(), s.env) {
-			t.Errorf("help does not document --%s and %s", s.flag, s.env)
+		if !strings.Contains(out.String(), "-"+s[0]) || !strings.Contains(out.String(), s[1]) {
+			t.Errorf("help does not document --%s and %s", s[0], s[1])
 		}
 	}
 }

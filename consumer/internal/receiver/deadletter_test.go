@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"strconv"
 	"strings"
@@ -11,9 +12,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/event-driven-go/kafka-go/consumer/dlq"
-	"github.com/event-driven-go/kafka-go/consumer/logging"
 )
 
 func TestReceiver_deadLettersAMessageOfAlmostAMegabyte(t *testing.T) {
@@ -41,7 +39,7 @@ func TestReceiver_deadLettersAMessageOfAlmostAMegabyte(t *testing.T) {
 
 	var out syncBuffer
 	// The event after the big message arrives only once the big one was written.
-	r := newReceiver(t, mc, logging.JSON, &out, Options{Count: 1, Admin: &fakeAdmin{mc: mc, limits: map[string]int{}}}, nil)
+	r := newReceiver(t, mc, &out, Options{Count: 1, Admin: &fakeAdmin{mc: mc, limits: map[string]int{}}}, nil)
 	if err := r.EnsureTopics(context.Background(), 10*time.Second); err != nil {
 		t.Fatalf("EnsureTopics: %v", err)
 	}
@@ -63,7 +61,7 @@ func TestReceiver_stopsWhenTheDeadLetterTopicRefuses(t *testing.T) {
 	// whose dead-letter topic was made too small would.
 	produce(t, mc.BootstrapServers(), goodEvent(1), goodEvent(2), rawMessage("", strings.Repeat("x", 10_000)), goodEvent(3))
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.JSON, &out, Options{}, kafka.ConfigMap{"message.max.bytes": 5000, "auto.commit.interval.ms": 100})
+	r := newReceiver(t, mc, &out, Options{}, kafka.ConfigMap{"message.max.bytes": 5000, "auto.commit.interval.ms": 100})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := r.Run(ctx)
@@ -107,7 +105,7 @@ func TestReceiver_keepsPollingWhileTheDeadLetterTopicIsAway(t *testing.T) {
 	}
 
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.JSON, &out, Options{}, kafka.ConfigMap{
+	r := newReceiver(t, mc, &out, Options{}, kafka.ConfigMap{
 		"max.poll.interval.ms": 6000, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
 		"auto.commit.interval.ms": 100, "message.timeout.ms": 1000,
 	})
@@ -144,15 +142,15 @@ func TestReceiver_keepsPollingWhileTheDeadLetterTopicIsAway(t *testing.T) {
 		t.Errorf("result %+v, want 5 received and 1 dead-lettered", res)
 	}
 	for i, rec := range out.records(t, "Received: ") {
-		if rec["seq"] != float64(i+1) {
-			t.Errorf("event %d has seq %v: each event once, in order, after the paused partition resumed", i, rec["seq"])
+		if rec["id"] != strconv.Itoa(i+1) {
+			t.Errorf("event %d has id %v: each event once, in order, after the paused partition resumed", i, rec["id"])
 		}
 	}
 	if revoked := out.records(t, "Partitions revoked"); len(revoked) > 1 { // the one of Close
 		t.Errorf("partitions revoked while the write failed: the member was evicted: %v", revoked)
 	}
 	if dead := readAll(t, mc.BootstrapServers(), topic+".dlq", 2, 1); len(dead) != 1 || string(dead[0].Value) != "not json" || header(dead[0], "trace") != "t-1" ||
-		header(dead[0], dlq.HeaderOffset) != "1" {
+		header(dead[0], "dlq.offset") != "1" {
 		t.Errorf("dead-letter partition 2 holds %d messages, want the bad one once, byte for byte", len(dead))
 	}
 }
@@ -177,7 +175,7 @@ func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.JSON, &out, Options{}, nil)
+	r := newReceiver(t, mc, &out, Options{}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
@@ -203,7 +201,7 @@ func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
 func TestReceiver_givesUpADeadLetterWhosePartitionGoes(t *testing.T) {
 	mc := mockCluster(t)
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.JSON, &out, Options{}, nil)
+	r := newReceiver(t, mc, &out, Options{}, nil)
 	t.Cleanup(r.Close)
 	tp := kafka.TopicPartition{Topic: new(topic), Partition: 0, Offset: 7}
 	d := &deadLetter{m: &kafka.Message{TopicPartition: tp}, reason: errors.New("bad"), report: make(chan kafka.Event, 1)}
@@ -217,7 +215,21 @@ func TestReceiver_givesUpADeadLetterWhosePartitionGoes(t *testing.T) {
 	if err := r.deadLetters(); err != nil {
 		t.Fatal(err)
 	}
+	r.store()
 	if len(r.pending) != 0 || r.res.DeadLettered != 0 || strings.Contains(out.String(), "Offset not stored") {
 		t.Errorf("%d writes pending, %d dead-lettered after the partition was revoked; want the write given up", len(r.pending), r.res.DeadLettered)
+	}
+}
+
+func TestDLQHeaders_boundTheError(t *testing.T) {
+	src := "t"
+	m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &src, Partition: 3, Offset: 42}, Value: []byte("v"),
+		Headers: []kafka.Header{{Key: "trace", Value: []byte("t-1")}}}
+	// A reason of 3,000 bytes whose cut would split a two-byte character.
+	hs := dlqHeaders(m, errors.New(strings.Repeat("x", maxErrorBytes-1)+strings.Repeat("é", 1000)))
+	want := []kafka.Header{{Key: "trace", Value: []byte("t-1")}, {Key: "dlq.error", Value: []byte(strings.Repeat("x", maxErrorBytes-1))},
+		{Key: "dlq.topic", Value: []byte("t")}, {Key: "dlq.partition", Value: []byte("3")}, {Key: "dlq.offset", Value: []byte("42")}}
+	if fmt.Sprint(hs) != fmt.Sprint(want) {
+		t.Errorf("headers %.200v, want %.200v", hs, want)
 	}
 }

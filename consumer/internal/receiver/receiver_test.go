@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
+	"io"
 	"log/slog"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,9 +14,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/event-driven-go/kafka-go/consumer/dlq"
-	"github.com/event-driven-go/kafka-go/consumer/event"
-	"github.com/event-driven-go/kafka-go/consumer/logging"
+	"github.com/event-driven-go/kafka-go/consumer/internal/event"
 )
 
 const topic = "timestamp"
@@ -83,13 +80,12 @@ func (s *syncBuffer) records(t *testing.T, prefix string) []map[string]any {
 	return out
 }
 
-func newReceiver(t *testing.T, mc *kafka.MockCluster, format string, out *syncBuffer, opts Options, props kafka.ConfigMap) *Receiver {
+func newReceiver(t *testing.T, mc *kafka.MockCluster, out *syncBuffer, opts Options, props kafka.ConfigMap) *Receiver {
 	t.Helper()
 	opts.Topic, opts.DLQTopic = topic, topic+".dlq"
 	if opts.Group == "" {
 		opts.Group = "test-group"
 	}
-	opts.DedupWindow = 1000
 	if opts.Group != quietGroup {
 		opts.LogEvents = true
 	}
@@ -97,18 +93,23 @@ func newReceiver(t *testing.T, mc *kafka.MockCluster, format string, out *syncBu
 	for k, v := range props {
 		opts.Kafka[k] = v
 	}
-	r, err := New(opts, logging.New(out, format, slog.LevelInfo))
+	r, err := New(opts, jsonLog(out, slog.LevelInfo))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	return r
 }
 
+// jsonLog logs as --log-format json does.
+func jsonLog(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
 // quietGroup is the group of tests that run without a line per event;
 // newReceiver turns LogEvents on for every other group.
 const quietGroup = "quiet-group"
 
-// goodEvent is event seq as our producer sends it.
+// goodEvent is event id as our producer sends it.
 func goodEvent(seq int) *kafka.Message {
 	now := time.Now()
 	tp := topic
@@ -116,12 +117,12 @@ func goodEvent(seq int) *kafka.Message {
 		TopicPartition: kafka.TopicPartition{Topic: &tp, Partition: kafka.PartitionAny},
 		Value:          []byte(`{"timestamp":"` + now.Format(event.TimestampLayout) + `"}`),
 		Headers: []kafka.Header{
-			{Key: event.HeaderSpecVersion, Value: []byte("1.0")},
-			{Key: event.HeaderID, Value: []byte(fmt.Sprintf("id-%d", seq))},
-			{Key: event.HeaderSource, Value: []byte("/producer/test")},
-			{Key: event.HeaderTime, Value: []byte(now.Format(time.RFC3339Nano))},
-			{Key: event.HeaderSequence, Value: []byte(strconv.Itoa(seq))},
-			{Key: event.HeaderContentType, Value: []byte("application/json")},
+			{Key: "ce_specversion", Value: []byte("1.0")},
+			{Key: "ce_id", Value: []byte(strconv.Itoa(seq))},
+			{Key: "ce_source", Value: []byte("/producer/test")},
+			{Key: "ce_type", Value: []byte("io.github.event-driven-go.timestamp.v1")},
+			{Key: "ce_time", Value: []byte(now.Format(time.RFC3339Nano))},
+			{Key: "content-type", Value: []byte("application/json")},
 		},
 	}
 }
@@ -182,57 +183,28 @@ func runUntil(t *testing.T, r *Receiver, timeout time.Duration, cond func() bool
 	return rt.res
 }
 
-func TestReceiver_summarisesRateAndLatencyAfterWarmup(t *testing.T) {
+func TestReceiver_measuresTheRunAndLogsNoEventsWhenQuiet(t *testing.T) {
 	mc := mockCluster(t)
 	const n = 20
-	sent := time.Date(2026, 11, 25, 15, 4, 5, 0, time.UTC)
 	msgs := make([]*kafka.Message, n)
 	for i := range msgs {
 		msgs[i] = goodEvent(i + 1)
-		for j, h := range msgs[i].Headers {
-			if h.Key == event.HeaderTime {
-				msgs[i].Headers[j].Value = []byte(sent.Format(time.RFC3339Nano))
-			}
-		}
 	}
 	produce(t, mc.BootstrapServers(), msgs...)
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.Text, &out, Options{Count: n, Group: quietGroup, Warmup: 5 * time.Millisecond}, nil)
-	// Event k (from 1) arrives k ms after it was sent.
-	calls := 0
-	r.now = func() time.Time { calls++; return sent.Add(time.Duration(calls) * time.Millisecond) }
+	r := newReceiver(t, mc, &out, Options{Count: n, Group: quietGroup}, nil)
+	// Event k (from 1) is handled k ms after the start.
+	start, calls := time.Now(), 0
+	r.now = func() time.Time { calls++; return start.Add(time.Duration(calls) * time.Millisecond) }
 	res, err := r.Run(context.Background())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if res.Received != n || res.Elapsed != (n-1)*time.Millisecond || res.Rate() != 1000 {
-		t.Errorf("received %d in %s at %.1f/s, want %d in %s at 1000/s", res.Received, res.Elapsed, res.Rate(), n, (n-1)*time.Millisecond)
-	}
-	// The first 5 ms (events 1 to 5) are warm-up: 6 to 20 ms remain.
-	h := res.Latency
-	p50 := h.Quantile(0.5)
-	if h.Count() != 15 || p50 < 13*time.Millisecond || p50 > 13*time.Millisecond*129/128 || h.Max() != 20*time.Millisecond || h.Mean() != 13*time.Millisecond {
-		t.Errorf("latency count %d p50 %s max %s mean %s, want 15, 13ms (+0.8%%), 20ms, 13ms", h.Count(), p50, h.Max(), h.Mean())
+	if res.Received != n || res.Elapsed != (n-1)*time.Millisecond {
+		t.Errorf("received %d in %s, want %d in %s", res.Received, res.Elapsed, n, (n-1)*time.Millisecond)
 	}
 	if strings.Contains(out.String(), "Received: ") {
 		t.Errorf("LogEvents is off, but events were logged:\n%s", out.String())
-	}
-}
-
-func TestResult_rate(t *testing.T) {
-	tests := []struct {
-		res  Result
-		want float64
-	}{
-		{Result{}, 0},
-		{Result{Received: 1, Elapsed: time.Second}, 0},
-		{Result{Received: 2}, 0},
-		{Result{Received: 11, Elapsed: time.Second}, 10},
-	}
-	for _, tt := range tests {
-		if got := tt.res.Rate(); got != tt.want {
-			t.Errorf("%+v.Rate() = %v, want %v", tt.res, got, tt.want)
-		}
 	}
 }
 
@@ -246,33 +218,21 @@ func TestReceiver_receivesEveryEventOnceInOrder(t *testing.T) {
 	produce(t, mc.BootstrapServers(), msgs...)
 
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.Text, &out, Options{Count: n}, nil)
+	r := newReceiver(t, mc, &out, Options{Count: n}, nil)
 	res, err := r.Run(context.Background())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if res.Received != n || res.Duplicates != 0 || res.DeadLettered != 0 || res.Latency.Count() != n {
-		t.Fatalf("result %+v, want %d received with a latency each, no duplicates", res, n)
+	if res.Received != n || res.Duplicates != 0 || res.DeadLettered != 0 {
+		t.Fatalf("result %+v, want %d received, no duplicates", res, n)
 	}
-	line := regexp.MustCompile(`^Received: \d\d:\d\d:\d\d latency=\S+ seq=(\d+) partition=0 offset=(\d+)$`)
-	var seqs []int
-	for _, l := range strings.Split(out.String(), "\n") {
-		if !strings.HasPrefix(l, "Received: ") {
-			continue
-		}
-		m := line.FindStringSubmatch(l)
-		if m == nil {
-			t.Fatalf("output line %q does not read like the tutorial's", l)
-		}
-		seq, _ := strconv.Atoi(m[1])
-		seqs = append(seqs, seq)
+	recs := out.records(t, "Received: ")
+	if len(recs) != n {
+		t.Fatalf("logged %d Received lines, want %d:\n%s", len(recs), n, out.String())
 	}
-	if len(seqs) != n {
-		t.Fatalf("printed %d Received lines, want %d:\n%s", len(seqs), n, out.String())
-	}
-	for i, s := range seqs {
-		if s != i+1 {
-			t.Fatalf("line %d has seq %d: out of order", i, s)
+	for i, rec := range recs {
+		if rec["id"] != strconv.Itoa(i+1) || rec["partition"] != 0.0 || rec["offset"] != float64(i) || rec["latency"] == nil || rec["duplicate"] != nil {
+			t.Fatalf("line %d is %v: want id %d at offset %d, with a latency, no duplicate", i, rec, i+1, i)
 		}
 	}
 }
@@ -284,15 +244,15 @@ func TestReceiver_acceptsTutorialFormatsWithoutHeaders(t *testing.T) {
 		rawMessage("", `"13:14:15"`),                // the article text's producer
 	)
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.Text, &out, Options{Count: 2}, nil)
+	r := newReceiver(t, mc, &out, Options{Count: 2}, nil)
 	res, err := r.Run(context.Background())
 	if err != nil || res.Received != 2 || res.DeadLettered != 0 {
 		t.Fatalf("Run = %+v, %v; want both received", res, err)
 	}
-	for _, want := range []string{"Received: 10:11:12 partition=0 offset=0\n", "Received: 13:14:15 partition=0 offset=1\n"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q:\n%s", want, out.String())
-		}
+	recs := out.records(t, "Received: ")
+	if len(recs) != 2 || recs[0]["msg"] != "Received: 10:11:12" || recs[1]["msg"] != "Received: 13:14:15" ||
+		recs[0]["id"] != nil || recs[0]["latency"] != nil || recs[1]["offset"] != 1.0 {
+		t.Errorf("lines %v: want both timestamps, no id or latency", recs)
 	}
 }
 
@@ -307,7 +267,7 @@ func TestReceiver_malformedMessagesGoToDLQ(t *testing.T) {
 		rawMessage("", `"25:61:00"`),
 		rawMessage("", "[1,2]"),
 		rawMessage("", huge),
-		rawMessage("k2", `{"timestamp":"10:00:00"}`, kafka.Header{Key: event.HeaderTime, Value: []byte("yesterday")}),
+		rawMessage("k2", `{"timestamp":"10:00:00"}`, kafka.Header{Key: "ce_time", Value: []byte("yesterday")}),
 		rawMessage("", "\xff\xfe\x00binary"),
 	}
 	var all []*kafka.Message
@@ -321,7 +281,7 @@ func TestReceiver_malformedMessagesGoToDLQ(t *testing.T) {
 	produce(t, mc.BootstrapServers(), all...)
 
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.JSON, &out, Options{}, nil)
+	r := newReceiver(t, mc, &out, Options{}, nil)
 	res := runUntil(t, r, 15*time.Second, func() bool { return len(out.records(t, "Received: ")) >= good })
 	if res.Received != int64(good) || res.DeadLettered != int64(len(bad)) {
 		t.Fatalf("result %+v, want %d received and %d dead-lettered", res, good, len(bad))
@@ -345,8 +305,8 @@ func TestReceiver_malformedMessagesGoToDLQ(t *testing.T) {
 			}
 		}
 		wantOffset := strconv.Itoa(2*i + 1) // bad messages sit between good ones
-		if header(d, dlq.HeaderError) == "" || header(d, dlq.HeaderTopic) != topic ||
-			header(d, dlq.HeaderPartition) != "0" || header(d, dlq.HeaderOffset) != wantOffset {
+		if header(d, "dlq.error") == "" || header(d, "dlq.topic") != topic ||
+			header(d, "dlq.partition") != "0" || header(d, "dlq.offset") != wantOffset {
 			t.Errorf("dead letter %d headers %v: want error, topic %s, partition 0, offset %s", i, d.Headers, topic, wantOffset)
 		}
 	}
@@ -375,7 +335,9 @@ func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
 	// behind without a close, like a process that hangs. Its background
 	// commits go on until it leaves the group.
 	var outA syncBuffer
-	a := newReceiver(t, mc, logging.JSON, &outA, Options{}, props)
+	a := newReceiver(t, mc, &outA, Options{}, props)
+	// Stores in batches of 10: event 80 ends a batch, event 81 is in none.
+	a.storeEvery = 10
 	calls := 0
 	a.now = func() time.Time {
 		if calls++; calls > handled {
@@ -399,13 +361,13 @@ func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
 	// The second consumer gets the partition once the first was evicted,
 	// and must start with the event the first one died on.
 	var outB syncBuffer
-	b := newReceiver(t, mc, logging.JSON, &outB, Options{}, props)
+	b := newReceiver(t, mc, &outB, Options{}, props)
 	runUntil(t, b, 30*time.Second, func() bool { return len(outB.records(t, "Received: ")) >= n-handled })
 	got := outB.records(t, "Received: ")
-	if len(got) == 0 || got[0]["seq"] != float64(handled+1) {
+	if len(got) == 0 || got[0]["id"] != strconv.Itoa(handled+1) {
 		first := any(nil)
 		if len(got) > 0 {
-			first = got[0]["seq"]
+			first = got[0]["id"]
 		}
 		t.Fatalf("the second consumer started at event %v, want %d: the one the first died on is lost, or handled events came twice", first, handled+1)
 	}
@@ -479,17 +441,17 @@ func TestReceiver_reportsFailedCommits(t *testing.T) {
 		{"success", kafka.OffsetsCommitted{Offsets: []kafka.TopicPartition{{Topic: &tp, Offset: 5}}}, ""},
 		{"nothing stored yet", kafka.OffsetsCommitted{Error: kafka.NewError(kafka.ErrNoOffset, "no offset", false)}, ""},
 		{"request failed", kafka.OffsetsCommitted{Error: kafka.NewError(kafka.ErrRequestTimedOut, "timed out", false)},
-			"WARN Commit failed; events handled since the last commit will be delivered again"},
+			`"level":"WARN","msg":"Commit failed; events handled since the last commit will be delivered again"`},
 		{"partition failed", kafka.OffsetsCommitted{Offsets: []kafka.TopicPartition{
 			{Topic: &tp, Offset: 5, Error: kafka.NewError(kafka.ErrNotCoordinator, "not coordinator", false)}}},
-			"WARN Commit failed for a partition partition=0 offset=5"},
+			`"level":"WARN","msg":"Commit failed for a partition","partition":0,"offset":5`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out syncBuffer
-			r := &Receiver{log: logging.New(&out, logging.Text, slog.LevelInfo)}
-			r.committed(tt.ev)
-			if got := out.String(); tt.want == "" && got != "" || !strings.HasPrefix(got, tt.want) {
+			r := &Receiver{log: jsonLog(&out, slog.LevelInfo)}
+			r.committed(tt.ev.Error, tt.ev.Offsets)
+			if got := out.String(); tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
 				t.Errorf("logged %q, want %q", got, tt.want)
 			}
 		})
@@ -526,7 +488,7 @@ func TestNew_keepsConsumerPropertiesOffTheDeadLetterProducer(t *testing.T) {
 			}
 			var out syncBuffer
 			r, err := New(Options{Topic: topic, DLQTopic: topic + ".dlq", Group: "g", Kafka: kafka.ConfigMap{
-				"bootstrap.servers": mc.BootstrapServers(), tt.key: tt.value}}, logging.New(&out, logging.Text, slog.LevelDebug))
+				"bootstrap.servers": mc.BootstrapServers(), tt.key: tt.value}}, jsonLog(&out, slog.LevelDebug))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -564,7 +526,7 @@ func TestReceiver_commitsBeforePartitionsMove(t *testing.T) {
 	// the test fails only when both are gone.
 	props := kafka.ConfigMap{"auto.commit.interval.ms": 600_000, "group.protocol": "consumer"}
 	var outA, outB syncBuffer
-	a := newReceiver(t, mc, logging.JSON, &outA, Options{}, props)
+	a := newReceiver(t, mc, &outA, Options{}, props)
 	ctxA, cancelA := context.WithCancel(context.Background())
 	defer cancelA()
 	doneA := make(chan struct{})
@@ -574,7 +536,7 @@ func TestReceiver_commitsBeforePartitionsMove(t *testing.T) {
 	}()
 	waitFor(t, 20*time.Second, "the first consumer's events", func() bool { return len(outA.records(t, "Received: ")) == n })
 
-	b := newReceiver(t, mc, logging.JSON, &outB, Options{}, props)
+	b := newReceiver(t, mc, &outB, Options{}, props)
 	ids := func(buf *syncBuffer) map[string]int {
 		seen := map[string]int{}
 		for _, rec := range buf.records(t, "Received: ") {

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/event-driven-go/kafka-go/consumer/logging"
 )
 
 func TestReceiver_recreatesAStalledClient(t *testing.T) {
@@ -25,7 +23,7 @@ func TestReceiver_recreatesAStalledClient(t *testing.T) {
 	// while most events are still to read. The mock cluster's classic
 	// groups give a closed member's partitions to the next one only after
 	// the session timeout (45 s); its consumer protocol (KIP-848) at once.
-	r := newReceiver(t, mc, logging.JSON, &out, Options{StallAfter: 2 * time.Second}, kafka.ConfigMap{
+	r := newReceiver(t, mc, &out, Options{StallAfter: 2 * time.Second}, kafka.ConfigMap{
 		"max.partition.fetch.bytes": 2000, "queued.max.messages.kbytes": 1, "queued.min.messages": 5,
 		"auto.commit.interval.ms": 100, "group.protocol": "consumer",
 	})
@@ -76,7 +74,7 @@ func TestReceiver_caughtUpIsNoStall(t *testing.T) {
 	mc := mockCluster(t)
 	produce(t, mc.BootstrapServers(), goodEvent(1), goodEvent(2), goodEvent(3))
 	var out syncBuffer
-	r := newReceiver(t, mc, logging.JSON, &out, Options{StallAfter: time.Second}, nil)
+	r := newReceiver(t, mc, &out, Options{StallAfter: time.Second}, nil)
 	var quietSince time.Time
 	res := runUntil(t, r, 20*time.Second, func() bool {
 		if quietSince.IsZero() && len(out.records(t, "Received: ")) == 3 {
@@ -118,7 +116,7 @@ func TestReceiver_outageLongerThanStallAfterIsNoStall(t *testing.T) {
 	produceSingly(t, mc.BootstrapServers(), n)
 	var out syncBuffer
 	const stallAfter = 2 * time.Second
-	r := newReceiver(t, mc, logging.JSON, &out, Options{StallAfter: stallAfter}, kafka.ConfigMap{
+	r := newReceiver(t, mc, &out, Options{StallAfter: stallAfter}, kafka.ConfigMap{
 		"max.partition.fetch.bytes": 2000, "queued.max.messages.kbytes": 1, "queued.min.messages": 5,
 		"reconnect.backoff.max.ms": 200, // back within a few hundred milliseconds of the broker
 	})
