@@ -1,11 +1,8 @@
-// Command consumer reads timestamp events from a Kafka topic in a consumer
-// group, like the consumer of the tutorial "Event-driven architectures with
-// Kafka and Python", and prints "Received: HH:MM:SS" for each.
-//
-// Exit codes: 0 clean stop, every event received handled or dead-lettered;
-// 1 Kafka unreachable or refusing at start, a fatal client error, a message
-// the dead-letter topic refused, or a shutdown longer than 8 s; 2 bad
-// configuration; 128+signal when a second stop signal cut the shutdown short.
+// Command consumer reads timestamp events from Kafka in a consumer group,
+// like the tutorial's consumer, and prints "Received: HH:MM:SS" for each.
+// Exit codes: 0 clean stop; 1 runtime failure (Kafka unreachable or refusing
+// at start, a fatal client error, a dead letter refused, a shutdown over 8 s);
+// 2 bad configuration; 128+signal when a second signal cut the shutdown short.
 package main
 
 import (
@@ -56,7 +53,8 @@ func run(ctx context.Context, e env) int {
 	cfg, err := config.Parse(e.args, e.getenv, e.stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
-	} else if err != nil {
+	}
+	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer:", err)
 		return 2
 	}

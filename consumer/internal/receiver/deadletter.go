@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,27 +11,24 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// The dead-letter path. A message that cannot be decoded is copied, byte for
-// byte with its key and headers, to the dead-letter topic, with headers that
-// say why and where it came from. Its partition is paused until the broker
-// acknowledged the copy, so that no later offset of that partition is stored
-// before it: a message is never dropped between the two topics. One write
-// per partition, the others go on. Pausing drops what librdkafka fetched
-// ahead, and resuming fetches from the message after the last one Poll
-// returned (TestReceiver_keepsPollingWhileTheDeadLetterTopicIsAway holds
-// librdkafka to it). Polling goes on meanwhile, which keeps the group
-// membership, the rebalances and the background commits alive.
+// The dead-letter path: a message that cannot be decoded is copied, byte for
+// byte with key and headers, to the dead-letter topic, plus headers that say
+// why and where from. Its partition is paused until the broker acknowledged
+// the copy, so that no later offset of it is stored before: no message is
+// lost between the two topics. Pausing drops what librdkafka fetched ahead;
+// resuming fetches from the message after the last one Poll returned.
+// Polling goes on, which keeps the group membership and the commits alive.
 
-// maxErrorBytes bounds the dlq.error header, so that headroom holds.
-const maxErrorBytes = 1024
+const (
+	maxErrorBytes = 1024 // of the dlq.error header, so that headroom holds
+	// headroom is how much more the dead-letter topic must take than the
+	// source topic: the four headers take at most 1,361 bytes (names 41,
+	// error 1,024, topic 249, partition 11, offset 20, lengths 16), and a
+	// record's length fields grow by a few bytes more.
+	headroom = 2048
+)
 
-// headroom is how much larger than the source topic's limit the dead-letter
-// topic's must be: the four headers take at most 1,361 bytes (names 41,
-// error 1,024, topic 249, partition 11, offset 20, lengths 16), and a
-// record's length fields grow by a few bytes more.
-const headroom = 2048
-
-// deadLetter is a write to the dead-letter topic in flight.
+// deadLetter is a write in flight, one per partition.
 type deadLetter struct {
 	m       *kafka.Message
 	reason  error
@@ -42,20 +40,19 @@ type deadLetter struct {
 // newDeadLetterProducer creates the idempotent producer of the dead-letter
 // topic; maxBytes above 0 is its message.max.bytes unless props set it.
 func newDeadLetterProducer(props kafka.ConfigMap, maxBytes int) (*kafka.Producer, error) {
-	cm := kafka.ConfigMap{"message.timeout.ms": 30000} // then retry, saying so, not wait 5 min in silence
+	// An attempt gives up after 30 s; the consumer then retries, saying so.
+	cm := kafka.ConfigMap{"message.timeout.ms": 30000}
 	if maxBytes > 0 {
 		cm["message.max.bytes"] = maxBytes
 	}
 	for k, v := range props {
 		cm[k] = v
 	}
-	cm["enable.idempotence"] = true
-	cm["allow.auto.create.topics"] = false
-	cm["go.delivery.report.fields"] = "none"
-	// Reports go to each write's own channel; the default buffers of a
-	// million entries would only give the garbage collector work.
-	cm["go.events.channel.size"] = 1000
-	cm["go.produce.channel.size"] = 1
+	// Reports go to each write's own channel: no buffers of a million entries.
+	for k, v := range map[string]any{"enable.idempotence": true, "allow.auto.create.topics": false,
+		"go.delivery.report.fields": "none", "go.events.channel.size": 1000, "go.produce.channel.size": 1} {
+		cm[k] = v
+	}
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("create dead-letter producer: %w", err)
@@ -74,20 +71,6 @@ func (r *Receiver) deadLetter(m *kafka.Message, reason error) error {
 	return r.send(d)
 }
 
-// dlqHeaders are m's headers and the four that say why and where from.
-func dlqHeaders(m *kafka.Message, reason error) []kafka.Header {
-	why := reason.Error()
-	if len(why) > maxErrorBytes {
-		why = strings.ToValidUTF8(why[:maxErrorBytes], "")
-	}
-	tp := m.TopicPartition
-	return append(append(make([]kafka.Header, 0, len(m.Headers)+4), m.Headers...),
-		kafka.Header{Key: "dlq.error", Value: []byte(why)},
-		kafka.Header{Key: "dlq.topic", Value: []byte(*tp.Topic)},
-		kafka.Header{Key: "dlq.partition", Value: strconv.AppendInt(nil, int64(tp.Partition), 10)},
-		kafka.Header{Key: "dlq.offset", Value: strconv.AppendInt(nil, int64(tp.Offset), 10)})
-}
-
 func (r *Receiver) send(d *deadLetter) error {
 	d.retry = time.Time{}
 	err := r.dlq.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &r.opts.DLQTopic, Partition: kafka.PartitionAny},
@@ -98,13 +81,23 @@ func (r *Receiver) send(d *deadLetter) error {
 	return nil
 }
 
+// dlqHeaders are m's headers and the four that say why and where from.
+func dlqHeaders(m *kafka.Message, reason error) []kafka.Header {
+	why, tp := reason.Error(), m.TopicPartition
+	if len(why) > maxErrorBytes {
+		why = strings.ToValidUTF8(why[:maxErrorBytes], "")
+	}
+	return append(append(make([]kafka.Header, 0, len(m.Headers)+4), m.Headers...),
+		kafka.Header{Key: "dlq.error", Value: []byte(why)}, kafka.Header{Key: "dlq.topic", Value: []byte(*tp.Topic)},
+		kafka.Header{Key: "dlq.partition", Value: []byte(strconv.Itoa(int(tp.Partition)))},
+		kafka.Header{Key: "dlq.offset", Value: []byte(strconv.Itoa(int(tp.Offset)))})
+}
+
 // deadLetters finishes the writes the broker acknowledged: only now is the
-// message's offset stored and its partition resumed. It retries the failed
-// writes whose backoff passed, and returns an error for one that only a
-// person can make succeed.
+// offset stored and the partition resumed. It retries failed writes after
+// their backoff, and returns an error for one only a person can fix.
 func (r *Receiver) deadLetters() error {
-	for len(r.dlq.Events()) > 0 { // client errors; reports come on each write's channel
-		// librdkafka repeats "all brokers are down", which its log lines say already.
+	for len(r.dlq.Events()) > 0 { // client errors; "all brokers are down" is in librdkafka's lines already
 		if kerr, ok := (<-r.dlq.Events()).(kafka.Error); ok && kerr.Code() != kafka.ErrAllBrokersDown {
 			r.log.Warn("Dead-letter producer error", "err", kerr, "fatal", kerr.IsFatal())
 		}
@@ -137,8 +130,8 @@ func (r *Receiver) deadLetters() error {
 	return nil
 }
 
-// failed stops the consumer for a permanent error, or schedules a retry
-// with backoff (100 ms doubling to 5 s).
+// failed stops the consumer for a permanent error, or retries with backoff
+// (100 ms doubling to 5 s): timeouts, a broker away, a full queue.
 func (r *Receiver) failed(d *deadLetter, err error) error {
 	tp := d.m.TopicPartition
 	if permanent(err) {
@@ -149,31 +142,21 @@ func (r *Receiver) failed(d *deadLetter, err error) error {
 	}
 	r.log.Warn("Dead-letter write failed, retrying", "dlq", r.opts.DLQTopic, "partition", tp.Partition,
 		"offset", int64(tp.Offset), "in", d.backoff, "err", err)
-	d.retry = time.Now().Add(d.backoff)
-	d.backoff = min(2*d.backoff, 5*time.Second)
+	d.retry, d.backoff = time.Now().Add(d.backoff), min(2*d.backoff, 5*time.Second)
 	return nil
 }
 
-// permanentCodes are the errors only a person can fix (a dead-letter write
-// retried for them would stop its partition for good, in silence), by
-// librdkafka's names, which the Kafka documentation uses. A topic that
-// disappeared is not re-created behind the operator's back. Timeouts, a
-// broker away, a full queue: those pass, and are retried.
+// permanentCodes are the errors only a person can fix, by librdkafka's names
+// (which the Kafka documentation uses): retried, they would stop a partition
+// for good, in silence. A topic that disappeared is not re-created.
 var permanentCodes = map[kafka.ErrorCode]string{
-	kafka.ErrTopicAuthorizationFailed:   "TOPIC_AUTHORIZATION_FAILED",
-	kafka.ErrClusterAuthorizationFailed: "CLUSTER_AUTHORIZATION_FAILED",
-	kafka.ErrPolicyViolation:            "POLICY_VIOLATION",
-	kafka.ErrTopicException:             "TOPIC_EXCEPTION",
-	kafka.ErrMsgSizeTooLarge:            "MSG_SIZE_TOO_LARGE",
-	kafka.ErrRecordListTooLarge:         "RECORD_LIST_TOO_LARGE",
-	kafka.ErrInvalidRecord:              "INVALID_RECORD",
-	kafka.ErrUnknownTopicOrPart:         "UNKNOWN_TOPIC_OR_PART",
-	kafka.ErrUnknownTopic:               "_UNKNOWN_TOPIC",
-	kafka.ErrUnknownPartition:           "_UNKNOWN_PARTITION",
-	kafka.ErrInvalidConfig:              "INVALID_CONFIG",
-	kafka.ErrInvalidReplicationFactor:   "INVALID_REPLICATION_FACTOR",
-	kafka.ErrInvalidPartitions:          "INVALID_PARTITIONS",
-	kafka.ErrFatal:                      "_FATAL",
+	kafka.ErrTopicAuthorizationFailed: "TOPIC_AUTHORIZATION_FAILED", kafka.ErrClusterAuthorizationFailed: "CLUSTER_AUTHORIZATION_FAILED",
+	kafka.ErrPolicyViolation: "POLICY_VIOLATION", kafka.ErrTopicException: "TOPIC_EXCEPTION",
+	kafka.ErrMsgSizeTooLarge: "MSG_SIZE_TOO_LARGE", kafka.ErrRecordListTooLarge: "RECORD_LIST_TOO_LARGE",
+	kafka.ErrInvalidRecord: "INVALID_RECORD", kafka.ErrUnknownTopicOrPart: "UNKNOWN_TOPIC_OR_PART",
+	kafka.ErrUnknownTopic: "_UNKNOWN_TOPIC", kafka.ErrUnknownPartition: "_UNKNOWN_PARTITION",
+	kafka.ErrInvalidConfig: "INVALID_CONFIG", kafka.ErrInvalidReplicationFactor: "INVALID_REPLICATION_FACTOR",
+	kafka.ErrInvalidPartitions: "INVALID_PARTITIONS", kafka.ErrFatal: "_FATAL",
 }
 
 func permanent(err error) bool {
@@ -182,8 +165,5 @@ func permanent(err error) bool {
 }
 
 func codeName(c kafka.ErrorCode) string {
-	if n, ok := permanentCodes[c]; ok {
-		return n
-	}
-	return fmt.Sprintf("error code %d", int(c))
+	return cmp.Or(permanentCodes[c], fmt.Sprintf("error code %d", int(c)))
 }

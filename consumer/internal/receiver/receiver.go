@@ -1,12 +1,9 @@
 // Package receiver consumes timestamp events from Kafka in a consumer group,
-// at least once: an event's offset is stored only after the event was
-// handled or written to the dead-letter topic, and stored offsets are
-// committed in the background, before partitions are given away, and on
-// close. After a crash the events handled since the last commit arrive
-// again; nothing is skipped.
-//
-// What stops the consumer: a fatal client error, and a dead-letter write
-// that only a person can make succeed. A bad message never does.
+// at least once: an offset is stored only after its event was handled or
+// dead-lettered, and stored offsets are committed in the background, before
+// partitions are given away, and on close. After a crash the events handled
+// since the last commit arrive again; none is skipped. A fatal client error
+// and a dead-letter write only a person can fix stop it; a bad message never.
 package receiver
 
 import (
@@ -15,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -25,81 +23,66 @@ import (
 	"github.com/event-driven-go/kafka-go/consumer/internal/event"
 )
 
-// shutdownBudget bounds Close as a whole, well inside docker stop's 10 s.
-const shutdownBudget = 5 * time.Second
-
-// storeEvery is how many handled events share one StoreOffsets call.
-const storeEvery = 500
-
-// maxSources bounds the duplicate detection's memory; a restarted
-// producer is a new source, so old ones pile up.
-const maxSources = 10_000
+const (
+	shutdownBudget = 5 * time.Second // for Close as a whole, inside docker stop's 10 s
+	storeEvery     = 500             // handled events per StoreOffsets call
+	maxSources     = 10_000          // (partition, source) pairs remembered for duplicates
+)
 
 // Options configures a Receiver.
 type Options struct {
 	Topic, DLQTopic, Group string
-	Count                  int  // stop after this many events; 0 runs until the context ends
-	LogEvents              bool // log "Received: ..." for each event
-	// StallAfter is how long a partition with something to read may
-	// deliver nothing before the client counts as stalled; 0 means 15 s.
-	StallAfter time.Duration
-	Admin      Admin           // makes EnsureTopics' requests; nil: the cluster's admin API
-	Kafka      kafka.ConfigMap // bootstrap.servers and any -X overrides
+	Count                  int           // stop after this many events; 0: until ctx ends
+	LogEvents              bool          // log "Received: ..." for each event
+	StallAfter             time.Duration // silence that counts as a leader stall; 0: 15 s
+	Admin                  Admin         // nil: the cluster's admin API
+	Kafka                  kafka.ConfigMap
 }
 
-// Result counts what one run did.
+// Result counts what one run did; Elapsed runs from the first event to the last.
 type Result struct {
 	Received, Duplicates, DeadLettered, Recovered int64
-	Elapsed                                       time.Duration // from the first event received to the last
+	Elapsed                                       time.Duration
 }
 
 // Receiver owns a group consumer and the producer of its dead-letter topic.
 type Receiver struct {
 	c            *kafka.Consumer
-	cm, dlqProps kafka.ConfigMap // to re-create the clients
 	dlq          *kafka.Producer
+	cm, dlqProps kafka.ConfigMap
 	opts         Options
 	log          *slog.Logger
 	now          func() time.Time
 	res          Result
 	first, last  time.Time
 	storeEvery   int
-	toStore      map[int32]kafka.TopicPartition // per partition, the offset after the last event handled
+	toStore      map[int32]kafka.TopicPartition // offset after the last event handled, per partition
 	unstored     int64
 	storedAt     time.Time
-	uncommitted  atomic.Int64 // events handled since the last commit, for a cut-short shutdown to name
+	uncommitted  atomic.Int64 // events handled since the last commit
 	highest      map[fromSource]uint64
 	pending      map[int32]*deadLetter
 	stall        stallWatch
-	logs         chan kafka.LogEvent // librdkafka's log lines of both clients
+	logs         chan kafka.LogEvent // librdkafka's lines, of both clients
 	logsDone     chan struct{}
 }
 
-// fromSource is where duplicates are looked for: ids count up per source,
-// and one partition keeps a source's events in order.
+// fromSource is where ids count up: one source's events on one partition.
 type fromSource struct {
 	partition int32
 	source    string
 }
 
-// New creates the consumer and the dead-letter producer. Errors here come
+// New creates the consumer and the dead-letter producer; its errors come
 // from the client configuration.
 func New(opts Options, log *slog.Logger) (*Receiver, error) {
-	r := &Receiver{opts: opts, log: log, now: time.Now, storeEvery: storeEvery,
-		toStore: map[int32]kafka.TopicPartition{}, highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{},
-		stall: stallWatch{after: cmp.Or(opts.StallAfter, 15*time.Second), last: map[int32]time.Time{}, quiet: map[int32]time.Time{}},
-		logs:  make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{})}
-	r.cm = kafka.ConfigMap{
-		// Start from the oldest event when the group has no offset yet, so
-		// that events sent while no consumer ran are not skipped.
-		"auto.offset.reset":    "earliest",
-		"log.connection.close": false,
-		// librdkafka pauses a second before refilling a full local queue,
-		// which stalls a fast reader (132k instead of 300k events/s here).
-		"fetch.queue.backoff.ms": 100,
-		// partition.assignment.strategy stays the eager default: closing an
-		// evicted cooperative-sticky member mid-rebalance can hang.
-	}
+	r := &Receiver{opts: opts, log: log, now: time.Now, storeEvery: storeEvery, toStore: map[int32]kafka.TopicPartition{},
+		highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{}),
+		stall: stallWatch{after: cmp.Or(opts.StallAfter, 15*time.Second), last: map[int32]time.Time{}, quiet: map[int32]time.Time{}}}
+	// Start from the oldest event when the group has no offset yet, so that
+	// events sent while no consumer ran are not skipped. librdkafka waits a
+	// second to refill a full local queue, which stalls a fast reader.
+	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
 	r.dlqProps = kafka.ConfigMap{"go.logs.channel.enable": true, "go.logs.channel": r.logs}
 	for k, v := range opts.Kafka {
 		r.cm[k] = v
@@ -107,13 +90,12 @@ func New(opts Options, log *slog.Logger) (*Receiver, error) {
 			r.dlqProps[k] = v
 		}
 	}
-	// At-least-once: handle stores each offset after its event was handled
-	// (or dead-lettered); the background commit sends stored offsets only.
-	r.cm["enable.auto.offset.store"] = false
-	r.cm["enable.auto.commit"] = true
-	r.cm["group.id"] = opts.Group
-	r.cm["go.logs.channel.enable"] = true
-	r.cm["go.logs.channel"] = r.logs
+	// At-least-once: handle stores offsets itself, after handling; the
+	// background commit sends stored offsets only.
+	for k, v := range map[string]any{"enable.auto.offset.store": false, "enable.auto.commit": true, "group.id": opts.Group,
+		"go.logs.channel.enable": true, "go.logs.channel": r.logs} {
+		r.cm[k] = v
+	}
 	var err error
 	if r.c, err = kafka.NewConsumer(&r.cm); err != nil {
 		return nil, fmt.Errorf("create consumer: %w", err)
@@ -122,22 +104,27 @@ func New(opts Options, log *slog.Logger) (*Receiver, error) {
 		_ = r.c.Close()
 		return nil, err
 	}
-	go r.forwardLogs()
+	go func() { // librdkafka's errors as warnings (the client recovers), the rest at debug level
+		defer close(r.logsDone)
+		for l := range r.logs {
+			level := slog.LevelDebug
+			if l.Level <= 3 {
+				level = slog.LevelWarn
+			}
+			r.log.Log(context.Background(), level, "librdkafka: "+l.Message, "client", l.Name, "facility", l.Tag)
+		}
+	}()
 	return r, nil
 }
 
-// consumerOnly tells the librdkafka properties only consumers have, which
-// the dead-letter producer is not given; allow.auto.create.topics has both
-// scopes, but the producer must not create the dead-letter topic.
-func consumerOnly(key string) bool {
-	switch key {
-	case "partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
-		"coordinator.query.interval.ms", "max.poll.interval.ms", "auto.commit.interval.ms",
-		"queued.min.messages", "queued.max.messages.kbytes", "max.partition.fetch.bytes",
-		"isolation.level", "enable.partition.eof", "check.crcs", "auto.offset.reset", "allow.auto.create.topics":
-		return true
-	}
-	return strings.HasPrefix(key, "group.") || strings.HasPrefix(key, "fetch.") || strings.HasPrefix(key, "enable.auto.")
+// consumerOnly tells the properties only consumers have, kept off the
+// dead-letter producer (and allow.auto.create.topics: it must not create its topic).
+func consumerOnly(k string) bool {
+	return strings.HasPrefix(k, "group.") || strings.HasPrefix(k, "fetch.") || strings.HasPrefix(k, "enable.auto.") ||
+		slices.Contains([]string{"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
+			"coordinator.query.interval.ms", "max.poll.interval.ms", "auto.commit.interval.ms", "queued.min.messages",
+			"queued.max.messages.kbytes", "max.partition.fetch.bytes", "isolation.level", "enable.partition.eof",
+			"check.crcs", "auto.offset.reset", "allow.auto.create.topics"}, k)
 }
 
 // Run consumes until Count events were received or ctx ends, then commits
@@ -162,12 +149,11 @@ func (r *Receiver) consume(ctx context.Context) error {
 		return err
 	}
 	for ctx.Err() == nil && (r.opts.Count == 0 || r.res.Received < int64(r.opts.Count)) {
+		var err error
 		switch e := r.c.Poll(100).(type) {
 		case *kafka.Message:
 			r.stall.last[e.TopicPartition.Partition] = time.Now()
-			if err := r.handle(e); err != nil {
-				return err
-			}
+			err = r.handle(e)
 		case kafka.Error:
 			if e.IsFatal() {
 				return fmt.Errorf("fatal consumer error: %w", e)
@@ -177,6 +163,9 @@ func (r *Receiver) consume(ctx context.Context) error {
 			r.committed(e.Error, e.Offsets)
 		case nil:
 			r.store() // idle: nothing to batch with
+		}
+		if err != nil {
+			return err
 		}
 		if err := r.deadLetters(); err != nil {
 			return err
@@ -188,29 +177,28 @@ func (r *Receiver) consume(ctx context.Context) error {
 	return nil
 }
 
-// handle is the tutorial's handler, "Received: 15:04:05", followed by the
-// Kafka lesson: the offset is remembered for storing only now that the event
-// was handled. A message that cannot be decoded goes to the dead-letter path.
+// handle is the tutorial's handler: print "Received: 15:04:05". A message
+// that cannot be decoded takes the dead-letter path instead.
 func (r *Receiver) handle(m *kafka.Message) error {
 	ev, err := event.Decode(m.Value, m.Headers)
 	if err != nil {
 		return r.deadLetter(m, err)
 	}
-	now := r.now()
+	now, p := r.now(), m.TopicPartition.Partition
 	if r.res.Received++; r.res.Received == 1 {
 		r.first = now
 	}
 	r.last = now
-	p := m.TopicPartition.Partition
-	// Our producer's ids count up per source; an id at or below the highest
-	// handled is a copy. Other producers' ids (not numbers) are not checked.
+	// Our producer's ids count up per source, in order on a partition: an id
+	// at or below the highest handled is a copy, counted but still handled.
+	// Other producers' ids (not numbers) are not checked.
 	dup := false
 	if id, err := strconv.ParseUint(ev.ID, 10, 64); err == nil {
 		k := fromSource{p, ev.Source}
 		high, ok := r.highest[k]
 		if dup = ok && id <= high; dup {
 			r.res.Duplicates++
-		} else if len(r.highest) >= maxSources && !ok {
+		} else if !ok && len(r.highest) >= maxSources {
 			clear(r.highest)
 		}
 		r.highest[k] = max(high, id)
@@ -233,8 +221,8 @@ func (r *Receiver) handle(m *kafka.Message) error {
 	return nil
 }
 
-// handled remembers m's offset for the next store. Offsets are stored in
-// batches (one cgo call per storeEvery events, or per second), not per event.
+// handled marks m's offset for storing, now that it was handled. Offsets
+// are stored in batches, one cgo call per storeEvery events or per second.
 func (r *Receiver) handled(m *kafka.Message) {
 	tp := m.TopicPartition
 	tp.Offset++
@@ -247,7 +235,7 @@ func (r *Receiver) handled(m *kafka.Message) {
 
 // store stores the offsets after the events handled, for the next commit.
 func (r *Receiver) store() {
-	r.storedAt = time.Now()
+	r.storedAt, r.unstored = time.Now(), 0
 	if len(r.toStore) == 0 {
 		return
 	}
@@ -256,16 +244,13 @@ func (r *Receiver) store() {
 		tps = append(tps, tp)
 	}
 	clear(r.toStore)
-	r.unstored = 0
-	if _, err := r.c.StoreOffsets(tps); err != nil {
-		// A partition was taken away meanwhile; its new owner reads the
-		// events again, as at-least-once allows.
+	if _, err := r.c.StoreOffsets(tps); err != nil { // a partition went meanwhile: its next owner reads them again
 		r.log.Warn("Offsets not stored", "offsets", fmt.Sprint(tps), "err", err)
 	}
 }
 
-// committed reports a commit that failed: until a later one succeeds, a
-// restart would deliver the events since the last commit again.
+// committed reports a commit that failed: until one succeeds, a restart
+// would deliver the events since the last commit again.
 func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 	var kerr kafka.Error
 	if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
@@ -280,17 +265,10 @@ func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 	}
 }
 
-// commit stores and commits what was handled, now.
-func (r *Receiver) commit() {
-	r.store()
-	offsets, err := r.c.Commit()
-	r.committed(err, offsets)
-}
-
-// rebalanced commits what was handled before partitions are given away, so
-// that their next owner starts after it. A dead-letter write still pending
-// for a partition that goes is given up: its offset was never stored, so
-// the next owner reads the message again.
+// rebalanced stores and commits what was handled before partitions go, so
+// that their next owner starts after it. A dead-letter write pending for a
+// partition that goes is given up: its offset was never stored, so the
+// next owner reads the message again.
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 	switch e := e.(type) {
 	case kafka.AssignedPartitions:
@@ -313,25 +291,30 @@ func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 		}
 		r.log.Info("Partitions revoked", "partitions", partitions(e.Partitions), "lost", c.AssignmentLost())
 	}
-	return nil // the client applies the assignment itself
+	return nil
 }
 
-// Uncommitted is about how many events were handled since the last
-// successful commit: what a crash now would deliver again. Safe from any goroutine.
+func (r *Receiver) commit() {
+	r.store()
+	offsets, err := r.c.Commit()
+	r.committed(err, offsets)
+}
+
+// Uncommitted is about how many events a crash now would deliver again;
+// safe from any goroutine.
 func (r *Receiver) Uncommitted() int64 { return r.uncommitted.Load() }
 
 // Close commits, leaves the group and closes both clients within
-// shutdownBudget; should a step outlast it, Close leaves the clients to the
-// end of the process. Run calls it; call it only when Run is never called.
+// shutdownBudget, or leaves them to the end of the process. Run calls it.
 func (r *Receiver) Close() {
-	deadline, closed := time.Now().Add(shutdownBudget), make(chan struct{})
+	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		r.closeConsumer(deadline)
-		// Writes still pending never had their offsets stored: their messages come again.
+		r.closeConsumer(time.Now().Add(shutdownBudget))
+		// Pending writes never had their offsets stored: their messages come again.
 		_ = r.dlq.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 		r.dlq.Close()
-		close(r.logs) // both clients are closed: nothing writes to it any more
+		close(r.logs) // nothing writes to it any more
 		<-r.logsDone
 	}()
 	select {
@@ -341,34 +324,17 @@ func (r *Receiver) Close() {
 	}
 }
 
-// closeConsumer commits, leaves the group and closes the consumer.
+// closeConsumer commits and gives the partitions up before closing: closing
+// a consumer while a rebalance is pending can hang inside librdkafka.
 func (r *Receiver) closeConsumer(deadline time.Time) {
 	r.commit()
-	// Give the partitions up before closing: closing a consumer while a
-	// rebalance is still pending can hang inside librdkafka.
 	if err := r.c.Unsubscribe(); err == nil {
-		for time.Now().Before(deadline) {
-			if a, err := r.c.Assignment(); err != nil || len(a) == 0 {
-				break
-			}
+		for a, err := r.c.Assignment(); err == nil && len(a) > 0 && time.Now().Before(deadline); a, err = r.c.Assignment() {
 			r.c.Poll(100)
 		}
 	}
 	if err := r.c.Close(); err != nil {
 		r.log.Warn("Consumer close", "err", err)
-	}
-}
-
-// forwardLogs writes librdkafka's own log lines: errors as warnings (the
-// client recovers from them), the rest at debug level.
-func (r *Receiver) forwardLogs() {
-	defer close(r.logsDone)
-	for l := range r.logs {
-		level := slog.LevelDebug
-		if l.Level <= 3 {
-			level = slog.LevelWarn
-		}
-		r.log.Log(context.Background(), level, "librdkafka: "+l.Message, "client", l.Name, "facility", l.Tag)
 	}
 }
 

@@ -13,9 +13,9 @@ import (
 
 // Admin is the part of *kafka.AdminClient that EnsureTopics uses.
 type Admin interface {
-	CreateTopics(ctx context.Context, topics []kafka.TopicSpecification, options ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error)
-	DescribeConfigs(ctx context.Context, resources []kafka.ConfigResource, options ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
-	IncrementalAlterConfigs(ctx context.Context, resources []kafka.ConfigResource, options ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+	CreateTopics(context.Context, []kafka.TopicSpecification, ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error)
+	DescribeConfigs(context.Context, []kafka.ConfigResource, ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+	IncrementalAlterConfigs(context.Context, []kafka.ConfigResource, ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
 }
 
 // EnsureTopics creates the topic and the dead-letter topic unless they
@@ -38,8 +38,7 @@ func (r *Receiver) EnsureTopics(ctx context.Context, timeout time.Duration) erro
 	if err != nil {
 		return err
 	}
-	// A producer's message.max.bytes is fixed when it is created.
-	p, err := newDeadLetterProducer(r.dlqProps, limit)
+	p, err := newDeadLetterProducer(r.dlqProps, limit) // message.max.bytes is fixed at creation
 	if err != nil {
 		return err
 	}
@@ -57,9 +56,8 @@ type setup struct {
 	log     *slog.Logger
 }
 
-// topics makes sure topic exists, and that dlqTopic exists with room for
-// anything topic accepts plus the dead-letter headers. It returns the
-// dead-letter topic's max.message.bytes.
+// topics makes sure both topics exist, the dead-letter topic with room for
+// anything topic takes plus the dead-letter headers; it returns that room.
 func (s setup) topics(ctx context.Context, topic, dlqTopic string) (int, error) {
 	if _, err := s.ensure(ctx, topic, nil); err != nil {
 		return 0, err
@@ -79,38 +77,39 @@ func (s setup) topics(ctx context.Context, topic, dlqTopic string) (int, error) 
 	}
 	res, err := s.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: dlqTopic,
 		Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: strconv.Itoa(want), IncrementalOperation: kafka.AlterConfigOpTypeSet}}}})
-	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
-		err = res[0].Error
-	}
-	if err != nil {
+	if err = resultErr(err, res, func(r kafka.ConfigResourceResult) kafka.Error { return r.Error }); err != nil {
 		return 0, s.fail(fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", dlqTopic, have, want), err)
 	}
 	s.log.Info("Raised max.message.bytes of the dead-letter topic", "topic", dlqTopic, "from", have, "to", want, "source_limit", limit)
 	return want, nil
 }
 
-// ensure creates the topic through the admin API when it is missing, with
-// one partition and config (never by the broker's auto-creation), and
-// waits for its leaders. It reports whether it created the topic.
-func (s setup) ensure(ctx context.Context, topic string, config map[string]string) (bool, error) {
-	ready, err := s.ready(ctx, topic)
-	if err != nil || ready {
+// resultErr is err, or the error of the first result.
+func resultErr[R any](err error, res []R, of func(R) kafka.Error) error {
+	if err == nil && len(res) > 0 && of(res[0]).Code() != kafka.ErrNoError {
+		return of(res[0])
+	}
+	return err
+}
+
+// ensure creates the topic through the admin API when it is missing (never
+// by the broker's auto-creation), with one partition, the broker's default
+// replication and config, and waits for its leaders. It reports whether it created it.
+func (s setup) ensure(ctx context.Context, topic string, config map[string]string) (created bool, err error) {
+	if ready, err := s.ready(ctx, topic); err != nil || ready {
 		return false, err
 	}
-	// ReplicationFactor 0 asks for the broker's default.replication.factor.
 	res, err := s.admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, Config: config}})
-	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError && res[0].Error.Code() != kafka.ErrTopicAlreadyExists {
-		err = res[0].Error
+	if err == nil && len(res) > 0 && res[0].Error.Code() == kafka.ErrTopicAlreadyExists {
+		res = nil // created meanwhile, by someone else
 	}
-	if err != nil {
+	if err = resultErr(err, res, func(r kafka.TopicResult) kafka.Error { return r.Error }); err != nil {
 		return false, s.fail(fmt.Sprintf("creating topic %q", topic), err)
 	}
-	created := len(res) > 0 && res[0].Error.Code() == kafka.ErrNoError
-	if created {
+	if created = len(res) > 0; created {
 		s.log.Info("Created topic", "topic", topic)
 	}
-	// Wait for leaders, so that the subscription does not race the topic's propagation.
-	for {
+	for { // until it has leaders, so that the subscription does not race its propagation
 		if ready, err := s.ready(ctx, topic); err != nil || ready {
 			return created, err
 		}
@@ -121,7 +120,7 @@ func (s setup) ensure(ctx context.Context, topic string, config map[string]strin
 }
 
 // ready reports whether the cluster knows topic and every partition has a
-// leader. It asks again each second until an answer comes or ctx ends.
+// leader. It asks again until an answer comes or ctx ends.
 func (s setup) ready(ctx context.Context, topic string) (bool, error) {
 	md, err := s.p.GetMetadata(&topic, false, 1000)
 	for err != nil && sleep(ctx, 100*time.Millisecond) {
@@ -158,11 +157,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // maxMessageBytes is the topic's max.message.bytes: its own, or the broker's default.
 func (s setup) maxMessageBytes(ctx context.Context, topic string) (int, error) {
 	res, err := s.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
-	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
-		err = res[0].Error
-	}
 	what := fmt.Sprintf("describing topic %q", topic)
-	if err != nil {
+	if err = resultErr(err, res, func(r kafka.ConfigResourceResult) kafka.Error { return r.Error }); err != nil {
 		return 0, s.fail(what, err)
 	}
 	n, err := strconv.Atoi(res[0].Config["max.message.bytes"].Value)
@@ -173,9 +169,8 @@ func (s setup) maxMessageBytes(ctx context.Context, topic string) (int, error) {
 	return n, nil
 }
 
-// fail words a failed request: the cluster refused it (a broker's error
-// code, which is positive), or no answer came (librdkafka's own, negative
-// codes, and everything else).
+// fail words a failed request: refused by the cluster (a broker's error
+// code, positive), or no answer (librdkafka's negative codes, and the rest).
 func (s setup) fail(what string, err error) error {
 	var kerr kafka.Error
 	if errors.As(err, &kerr) && kerr.Code() > 0 {
