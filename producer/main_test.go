@@ -11,8 +11,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/event-driven-go/kafka-go/producer/logging"
-	"github.com/event-driven-go/kafka-go/producer/sender"
+	"github.com/event-driven-go/kafka-go/producer/internal/sender"
 )
 
 // mockCluster starts librdkafka's in-process mock cluster with the topic
@@ -168,7 +167,7 @@ func TestStopWatch(t *testing.T) {
 			}
 			var out strings.Builder
 			w := stopWatch{signals: signals, limit: 50 * time.Millisecond, exit: func(code int) { exit = code },
-				log: logging.New(&out, logging.Text, slog.LevelInfo), counts: counts}
+				log: newLogger(&out, "text", slog.LevelInfo), counts: counts}
 			returned := make(chan struct{})
 			go func() {
 				defer close(returned)

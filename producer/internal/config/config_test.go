@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"flag"
 	"io"
 	"log/slog"
 	"reflect"
@@ -149,8 +150,8 @@ func TestParse_rejectsBadValues(t *testing.T) {
 func TestParse_help(t *testing.T) {
 	var out strings.Builder
 	_, err := Parse([]string{"--help"}, env(nil), &out)
-	if !errors.Is(err, ErrHelp) {
-		t.Fatalf("err %v, want ErrHelp", err)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err %v, want flag.ErrHelp", err)
 	}
 	if n := strings.Count(out.String(), "Usage: "); n != 1 {
 		t.Errorf("usage printed %d times, want once", n)

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/event-driven-go/kafka-go/producer/event"
 )
 
 // The mock cluster keeps a partition's leader on a broker that is down, so
@@ -55,7 +53,7 @@ func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 			t.Fatalf("%d goroutines after the run, %d before: the old client's were left behind", runtime.NumGoroutine(), goroutines)
 		}
 	}
-	want := "WARN Leader stall: re-creating the Kafka client topic=timestamp client=\"no delivery report for "
+	want := `level=WARN msg="Leader stall: re-creating the Kafka client" topic=timestamp client="no delivery report for `
 	if got := strings.Count(out.String(), want); int64(got) != r.res.Recovered {
 		t.Errorf("%d lines %q for %d recoveries:\n%s", got, want, r.res.Recovered, out.String())
 	}
@@ -134,7 +132,7 @@ func readSequences(t *testing.T, bootstrap, topic string, n int, timeout time.Du
 		if err != nil {
 			continue
 		}
-		seq, _ := strconv.Atoi(header(m, event.HeaderSequence))
+		seq, _ := strconv.Atoi(header(m, "ce_id"))
 		if seqs[seq]++; seqs[seq] == 1 && len(seqs) == n {
 			break
 		}

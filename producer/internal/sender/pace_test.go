@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-func TestSchedule_stamp(t *testing.T) {
+func TestSlot(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 15, 4, 5, 0, time.UTC)
 	type step struct {
 		now     time.Duration // when the wait ended, after t0
@@ -34,13 +34,14 @@ func TestSchedule_stamp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newSchedule(t0, tt.interval)
+			due := t0
 			for i, st := range tt.steps {
-				at, late, skipped := s.stamp(t0.Add(st.now))
+				at, late, skipped := slot(due, t0.Add(st.now), tt.interval)
 				if at != t0.Add(st.at) || late != st.late || skipped != st.skipped {
-					t.Fatalf("step %d: stamp(t0+%s) = t0+%s, late %s, skipped %d; want t0+%s, late %s, skipped %d",
+					t.Fatalf("step %d: slot at t0+%s = t0+%s, late %s, skipped %d; want t0+%s, late %s, skipped %d",
 						i, st.now, at.Sub(t0), late, skipped, st.at, st.late, st.skipped)
 				}
+				due = at.Add(tt.interval)
 			}
 		})
 	}

@@ -17,16 +17,16 @@ func TestTopicState(t *testing.T) {
 	tests := []struct {
 		name    string
 		md      kafka.TopicMetadata
-		ready   bool
+		ready   int32  // partitions, when all have a leader
 		refused string // the refusal's text; "" for none
 	}{
-		{"ready", kafka.TopicMetadata{Partitions: led}, true, ""},
-		{"missing", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrUnknownTopicOrPart, "", false)}, false, ""},
-		{"electing a leader", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrLeaderNotAvailable, "", false)}, false, ""},
-		{"a partition without a leader", kafka.TopicMetadata{Partitions: append(led, kafka.PartitionMetadata{ID: 1, Leader: -1})}, false, ""},
-		{"no partitions yet", kafka.TopicMetadata{}, false, ""},
+		{"ready", kafka.TopicMetadata{Partitions: led}, 1, ""},
+		{"missing", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrUnknownTopicOrPart, "", false)}, 0, ""},
+		{"electing a leader", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrLeaderNotAvailable, "", false)}, 0, ""},
+		{"a partition without a leader", kafka.TopicMetadata{Partitions: append(led, kafka.PartitionMetadata{ID: 1, Leader: -1})}, 0, ""},
+		{"no partitions yet", kafka.TopicMetadata{}, 0, ""},
 		{"not authorized", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrTopicAuthorizationFailed, "", false)},
-			false, `refused metadata of topic "timestamp": Broker: Topic authorization failed`},
+			0, `refused metadata of topic "timestamp": Broker: Topic authorization failed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +81,7 @@ func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	time.AfterFunc(500*time.Millisecond, cancel) // a stop signal
-	err = ensureTopic(ctx, p, "timestamp", slog.New(slog.DiscardHandler))
+	_, err = ensureTopic(ctx, p, "timestamp", slog.New(slog.DiscardHandler))
 	var refused *RefusedError
 	if err == nil || errors.As(err, &refused) || errors.Is(err, ErrNoLeader) {
 		t.Fatalf("ensureTopic = %v, want an error that the cluster did not answer", err)

@@ -1,0 +1,127 @@
+package sender
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// DefaultStallAfter is how long events wait without any delivery report
+// before the sender checks for a leader stall: librdkafka keeping a
+// partition with no usable leader after a broker restart, although the
+// cluster has elected one (confluentinc/librdkafka#5430). Events then time
+// out while the brokers are fine; a new client starts with fresh metadata.
+const DefaultStallAfter = 15 * time.Second
+
+// watchStall checks every third of StallAfter, until ctx ends, for events
+// that waited StallAfter with no delivery report at all while fresh
+// metadata, at two checks in a row, names a leader for every partition.
+// Then it re-creates the client. A failed metadata request means an outage,
+// which the client rides out; the second check spares a client that
+// reconnects right after one.
+func (s *Sender) watchStall(ctx context.Context) {
+	every := s.opts.StallAfter / 3
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var since, recreated time.Time // since when events have waited; the last re-creation
+	answered := false              // the previous check found the cluster well
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now, last := time.Now(), time.Unix(0, s.lastReport.Load())
+		c := s.Counts()
+		waiting := c.Attempted - c.Delivered - c.Failed - c.Unknown
+		switch {
+		case waiting == 0:
+			since, answered = time.Time{}, false
+			continue
+		case last.Before(recreated):
+			// The new client has not reported yet. Re-creating it again would
+			// start message.timeout.ms over and could hold the events for ever.
+			continue
+		case since.IsZero() || last.After(since):
+			since, answered = now, false
+			continue
+		case now.Sub(since) < s.opts.StallAfter:
+			continue
+		}
+		broker, ok := s.leaders()
+		tick.Reset(every) // the next check comes a whole interval after this answer
+		if answered, ok = ok, answered && ok; !ok || ctx.Err() != nil {
+			continue
+		}
+		s.log.Warn("Leader stall: re-creating the Kafka client", "topic", s.opts.Topic,
+			"client", fmt.Sprintf("no delivery report for %s", now.Sub(since).Round(time.Second)),
+			"outstanding", waiting, "broker", broker)
+		if err := s.recreate(); err != nil {
+			s.log.Error("Cannot re-create the Kafka client", "err", err)
+			continue
+		}
+		since, answered, recreated = time.Time{}, false, time.Now()
+	}
+}
+
+// leaders describes the topic's leaders from a fresh metadata request; ok is
+// false unless the request succeeded and every partition has a leader.
+func (s *Sender) leaders() (desc string, ok bool) {
+	// A client of its own: the stuck one may no longer reach any broker.
+	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error below
+	for k, v := range s.opts.Kafka {
+		cm[k] = v
+	}
+	a, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		return "", false
+	}
+	defer a.Close()
+	md, err := a.GetMetadata(&s.opts.Topic, false, 2000) // shorter than FlushTimeout: a stop is not delayed
+	if err != nil {
+		return "", false
+	}
+	if n, err := topicState(md, s.opts.Topic); err != nil || n == 0 {
+		return "", false
+	}
+	var parts []string
+	for _, p := range md.Topics[s.opts.Topic].Partitions {
+		parts = append(parts, fmt.Sprintf("partition %d led by broker %d", p.ID, p.Leader))
+	}
+	return strings.Join(parts, ", "), true
+}
+
+// recreate replaces the client with a new one and sends again, with their
+// ids and times, the events the old one still held. Those purged in flight
+// may have been written: they may now be written twice (consumers see the
+// duplicate ce_id), but none is lost. Only the new reports are counted.
+func (s *Sender) recreate() error {
+	fresh, err := s.newClient()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.c
+	old.mu.Lock()
+	old.retiring = true
+	old.mu.Unlock()
+	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+	if left := old.p.Flush(5000); left > 0 { // the purged events' reports are local: they come at once
+		s.log.Error("Events left without a report by the stalled client", "left", left)
+	}
+	old.close()
+	s.c = fresh
+	// Events in flight are the oldest of a partition: the first purgedIn.
+	for i, in := range old.pending {
+		in.maybeWritten = in.maybeWritten || i < old.purgedIn
+		if err := fresh.produce(s.message(in.ev), in); err != nil {
+			s.fail(in, err)
+		}
+	}
+	s.recovered.Add(1)
+	return nil
+}
