@@ -104,11 +104,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 // startupError says what failed at start: the cluster did not answer, it
 // refused, or the topic got no leader in time.
 func startupError(err error, servers, topic string) error {
-	var refused *sender.RefusedError
 	switch {
-	case errors.As(err, &refused):
+	case errors.Is(err, sender.ErrRefused):
 		//lint:ignore ST1005 Kafka is a name
-		return fmt.Errorf("Kafka at %s %w", servers, refused)
+		return fmt.Errorf("Kafka at %s %w", servers, err)
 	case errors.Is(err, sender.ErrNoLeader):
 		return fmt.Errorf("topic %q created but has no leader after %s", topic, startupTimeout)
 	default:

@@ -193,7 +193,7 @@ func TestStartupError_saysWhatFailed(t *testing.T) {
 	}{
 		{"unreachable", fmt.Errorf("look up topic %q: %w", "t", kafka.NewError(kafka.ErrTransport, "Local: Broker transport failure", false)),
 			`cannot reach Kafka at h:9092 within 30s: look up topic "t": Local: Broker transport failure`},
-		{"refused", &sender.RefusedError{What: `metadata of topic "t"`, Err: kafka.NewError(kafka.ErrTopicAuthorizationFailed, "", false)},
+		{"refused", fmt.Errorf("%w metadata of topic %q: %s", sender.ErrRefused, "t", "Broker: Topic authorization failed"),
 			`Kafka at h:9092 refused metadata of topic "t": Broker: Topic authorization failed`},
 		{"no leader", fmt.Errorf("topic %q: %w", "t", sender.ErrNoLeader), `topic "t" created but has no leader after 30s`},
 	}

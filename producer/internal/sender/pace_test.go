@@ -19,8 +19,8 @@ func TestSlot(t *testing.T) {
 		steps    []step
 	}{
 		{"on time", 5 * time.Second, []step{{0, 0, 0, 0}, {5 * time.Second, 5 * time.Second, 0, 0}}},
-		{"up to maxLate late keeps the grid", 5 * time.Second, []step{
-			{maxLate, 0, 0, 0}, {5 * time.Second, 5 * time.Second, 0, 0}}},
+		{"up to 100ms late keeps the grid", 5 * time.Second, []step{
+			{100 * time.Millisecond, 0, 0, 0}, {5 * time.Second, 5 * time.Second, 0, 0}}},
 		{"a high rate catches up on the grid", time.Millisecond, []step{
 			{50 * time.Millisecond, 0, 0, 0}, {50 * time.Millisecond, time.Millisecond, 0, 0},
 			{50 * time.Millisecond, 2 * time.Millisecond, 0, 0}}},

@@ -5,6 +5,7 @@
 package sender
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,34 +20,26 @@ import (
 	"github.com/event-driven-go/kafka-go/producer/internal/event"
 )
 
-// FlushTimeout bounds the wait for outstanding deliveries after a stop, so
-// that shutdown stays well under the 10 s of docker stop.
+// FlushTimeout bounds the wait for outstanding deliveries after a stop.
 const FlushTimeout = 2500 * time.Millisecond
-
-// maxLate is how late an event may go out and still keep its slot.
-const maxLate = 100 * time.Millisecond
 
 // Options configures a Sender.
 type Options struct {
-	Topic      string
-	Source     string        // the ce_source of every event
-	Interval   time.Duration // time between events; 0 sends back to back
-	Count      int           // events to send; 0 sends until the context ends
-	ValueSize  int           // bytes each value is padded to; 0 sends the bare value
-	LogEvents  bool          // log "Sending: ..." for each event
-	StallAfter time.Duration // see DefaultStallAfter, the default
-	Kafka      kafka.ConfigMap
+	Topic, Source string        // Source is the ce_source of every event
+	Interval      time.Duration // time between events; 0 sends back to back
+	Count         int           // events to send; 0 sends until the context ends
+	ValueSize     int           // bytes each value is padded to; 0 sends the bare value
+	LogEvents     bool          // log "Sending: ..." for each event
+	StallAfter    time.Duration // 0 means DefaultStallAfter
+	Kafka         kafka.ConfigMap
 }
 
 // Result counts what happened to the events of one run.
 type Result struct {
-	Attempted int64 // accepted by the client for delivery
-	Delivered int64 // acknowledged by the broker
-	Failed    int64 // surely not written: refused, or purged from the queue
-	Unknown   int64 // maybe written: timed out or purged in flight
-	Recovered int64 // times the client was re-created after a leader stall
-	// Elapsed runs from the first event to the last delivery report.
-	Elapsed time.Duration
+	Attempted, Delivered int64 // accepted by the client; acknowledged by the broker
+	Failed, Unknown      int64 // surely not written; maybe written (timed out or purged in flight)
+	Recovered            int64 // times the client was re-created after a leader stall
+	Elapsed              time.Duration
 }
 
 // Rate is the delivered events per second over Elapsed; 0 when nothing was sent.
@@ -61,80 +54,72 @@ func (r Result) Rate() float64 {
 type Sender struct {
 	log       *slog.Logger
 	opts      Options
-	cm        kafka.ConfigMap // the client's configuration, to re-create it
-	partition int32           // where every event goes (EnsureTopic picks it)
-
-	mu sync.RWMutex // read-held to use c, write-held to replace it
-	c  *client
+	cm        kafka.ConfigMap
+	partition int32 // where every event goes (EnsureTopic picks it)
+	mu        sync.RWMutex
+	c         *client // read-held mu to use it, write-held to replace it
 
 	attempted, delivered, failed, unknown, recovered atomic.Int64
-	lastReport                                       atomic.Int64  // Unix nanoseconds of the latest delivery report
-	full                                             atomic.Int64  // the queue length when a send found it full; 0 when none waits
-	room                                             chan struct{} // the queue drained to half of full
-	fatal                                            chan struct{} // closed on the first fatal client error
-	fatalOnce                                        sync.Once
-	fatalErr                                         error
-}
+	lastReport atomic.Int64 // Unix nanoseconds of the latest delivery report
+	full       atomic.Int64 // the queue length when a send found it full
+	room       chan struct{}
+	fatal      context.Context // cancelled with the first fatal client error
+	setFatal   context.CancelCauseFunc
 
-// client is one Kafka producer and the events it holds.
-type client struct {
-	p       *kafka.Producer
-	drained sync.WaitGroup // the goroutines of Events() and Logs()
-
-	mu sync.Mutex
+	qmu sync.Mutex
 	// pending are the events sent and not yet reported, oldest first.
-	// librdkafka reports the events of a partition in the order they were
-	// sent, so a FIFO names each report's event without a map lookup (the
-	// client's Opaque costs a locked map insert and delete per event).
+	// librdkafka reports a partition's events in the order they were sent,
+	// so a FIFO finds each report's event; Opaque would cost a locked map
+	// insert and delete per event.
 	pending  []pending
-	retiring bool // a recovery purges p: keep its events to send again
-	purgedIn int  // of those, how many were purged in flight
+	retiring bool // a stall recovery purges the client: its events go again
+	purgedIn int  // events purged in flight while retiring
 }
 
 type pending struct {
-	ev event.Event
-	// maybeWritten: a leader stall purged the event in flight, and it was
-	// sent again; should that fail, it may still have been written.
-	maybeWritten bool
+	ev           event.Event
+	maybeWritten bool // purged in flight once, then sent again
+}
+
+// client is one Kafka producer and the goroutines that drain it.
+type client struct {
+	p       *kafka.Producer
+	drained sync.WaitGroup
 }
 
 // New creates the producer. Errors here come from the client configuration.
 func New(opts Options, log *slog.Logger) (*Sender, error) {
 	cm := kafka.ConfigMap{
-		// Idempotence: exactly one copy per event in the log, in order,
-		// across retries and broker failover (it implies acks=all).
+		// Exactly one copy per event in the log, in order, across retries
+		// and broker failover; implies acks=all.
 		"enable.idempotence":        true,
 		"go.delivery.report.fields": "none", // the FIFO knows the events
 		"go.logs.channel.enable":    true,
 		"allow.auto.create.topics":  false, // EnsureTopic creates it on purpose
 		"log.connection.close":      false, // idle disconnects are normal
-		// The default channels hold a million entries, which the garbage
-		// collector scans; reports are drained as they come.
-		"go.events.channel.size":  10000,
-		"go.produce.channel.size": 1,
+		"go.events.channel.size":    10000, // not a million entries for the GC to scan
+		"go.produce.channel.size":   1,
 	}
 	for k, v := range opts.Kafka {
 		cm[k] = v
 	}
-	if opts.StallAfter == 0 {
-		opts.StallAfter = DefaultStallAfter
-	}
-	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), fatal: make(chan struct{})}
+	opts.StallAfter = cmp.Or(opts.StallAfter, DefaultStallAfter)
+	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1)}
+	s.fatal, s.setFatal = context.WithCancelCause(context.Background())
 	var err error
 	s.c, err = s.newClient()
 	return s, err
 }
 
-// newClient creates a producer and starts the goroutines that drain it.
 func (s *Sender) newClient() (*client, error) {
 	p, err := kafka.NewProducer(&s.cm)
 	if err != nil {
 		return nil, fmt.Errorf("create producer: %w", err)
 	}
 	c := &client{p: p}
-	c.drained.Go(func() { s.reports(c) })
+	c.drained.Go(func() { s.reports(p) })
 	c.drained.Go(func() {
-		for l := range p.Logs() { // librdkafka's errors as warnings: it recovers from them
+		for l := range p.Logs() { // errors as warnings: the client recovers from them
 			level := slog.LevelDebug
 			if l.Level <= 3 {
 				level = slog.LevelWarn
@@ -145,7 +130,6 @@ func (s *Sender) newClient() (*client, error) {
 	return c, nil
 }
 
-// close closes the producer and waits for the goroutines that drained it.
 func (c *client) close() {
 	c.p.Close()
 	c.drained.Wait()
@@ -164,13 +148,12 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 	watching.Wait()
 	s.Close()
 	res := s.Counts()
-	// Events still without a report when the client closed may have been written.
-	res.Unknown = res.Attempted - res.Delivered - res.Failed
+	res.Unknown = res.Attempted - res.Delivered - res.Failed // no report: may have been written
 	if last := s.lastReport.Load(); res.Attempted > 0 && last > 0 {
 		res.Elapsed = time.Unix(0, last).Sub(first)
 	}
 	if err == nil {
-		err = s.fatalError()
+		err = context.Cause(s.fatal)
 	}
 	if err == nil && res.Delivered != res.Attempted {
 		err = fmt.Errorf("%d of %d events not delivered: %d failed, %d unknown (sent but unconfirmed: may have been written)",
@@ -179,11 +162,10 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 	return res, err
 }
 
-// produce is the tutorial's loop: an event every Interval, until Count is
-// reached or ctx ends. It returns when the client got the first event.
+// produce is the tutorial's loop: an event every Interval, on a fixed grid,
+// until Count is reached or ctx ends. It returns when the first was sent.
 func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
-	next := time.Now() // when the next event is due
-	timer := time.NewTimer(0)
+	next, timer := time.Now(), time.NewTimer(0) // when the next event is due
 	defer timer.Stop()
 	for id := uint64(1); s.opts.Count == 0 || id <= uint64(s.opts.Count); id++ {
 		at := time.Now()
@@ -192,7 +174,7 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 			select {
 			case <-ctx.Done():
 				return first, nil
-			case <-s.fatal:
+			case <-s.fatal.Done():
 				return first, nil
 			case <-timer.C:
 			}
@@ -210,19 +192,16 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 			first = time.Now()
 		}
 		ev := event.Event{ID: id, Source: s.opts.Source, Time: at}
-		if err := s.send(ctx, pending{ev: ev}); err != nil {
+		if err := s.send(ctx, ev); err != nil {
 			var kerr kafka.Error
 			switch {
 			case ctx.Err() != nil:
 				return first, nil
 			case errors.As(err, &kerr) && kerr.Code() == kafka.ErrFatal:
 				s.mu.RLock()
-				ferr := s.c.p.GetFatalError()
+				s.setFatal(fmt.Errorf("fatal producer error: %w", cmp.Or(s.c.p.GetFatalError(), err)))
 				s.mu.RUnlock()
-				if ferr == nil { // a client re-created meanwhile has none
-					ferr = err
-				}
-				return first, s.setFatal(ferr)
+				return first, context.Cause(s.fatal)
 			default:
 				return first, fmt.Errorf("send event %d: %w", id, err)
 			}
@@ -236,23 +215,22 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 }
 
 // slot returns the time to stamp an event due at due whose wait ended at
-// now. Up to maxLate late it keeps its slot on the grid, so that high rates
-// hold on average. Later (a laptop that slept, a queue kept full), the
-// schedule restarts at now instead of sending a burst of stale events: late
-// says by how much the slot was missed, skipped how many slots went by.
+// now: its slot on the grid up to 100 ms late, so that high rates hold on
+// average. Later (a laptop that slept, a queue kept full), the schedule
+// restarts at now instead of sending a burst of stale events.
 func slot(due, now time.Time, interval time.Duration) (at time.Time, late time.Duration, skipped int64) {
-	if d := now.Sub(due); d > maxLate {
+	if d := now.Sub(due); d > 100*time.Millisecond {
 		return now, d, int64(d / interval)
 	}
 	return due, 0, 0
 }
 
-// send hands an event to the client. A full local queue is back-pressure:
-// it waits for room instead of failing the event.
-func (s *Sender) send(ctx context.Context, in pending) error {
+// send hands an event to the client; a full local queue is back-pressure,
+// so it waits for room instead of failing the event.
+func (s *Sender) send(ctx context.Context, ev event.Event) error {
 	for {
 		s.mu.RLock()
-		err := s.c.produce(s.message(in.ev), in)
+		err := s.produceLocked(s.c.p, pending{ev: ev}, true)
 		if kerr := (kafka.Error{}); errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
 			s.full.Store(int64(max(s.c.p.Len(), 1)))
 		}
@@ -263,40 +241,37 @@ func (s *Sender) send(ctx context.Context, in pending) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.fatal:
-			return s.fatalErr
+		case <-s.fatal.Done():
+			return context.Cause(s.fatal)
 		case <-s.room:
-		case <-time.After(100 * time.Millisecond): // in case the reports drained it before full was set
+		case <-time.After(100 * time.Millisecond): // the queue drained before full was set
 		}
 		s.full.Store(0)
 	}
 }
 
-// produce sends msg and, once the client holds it, queues its event for the report.
-func (c *client) produce(msg *kafka.Message, in pending) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	err := c.p.Produce(msg, nil)
-	if err == nil {
-		c.pending = append(c.pending, in)
+// produceLocked sends an event and, if the client took it and push is
+// set, adds it to pending before its report can come.
+func (s *Sender) produceLocked(p *kafka.Producer, in pending, push bool) error {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: s.partition},
+		Value: in.ev.Value(s.opts.ValueSize), Headers: in.ev.Headers()}, nil)
+	if err == nil && push {
+		s.pending = append(s.pending, in)
 	}
 	return err
 }
 
-func (s *Sender) message(ev event.Event) *kafka.Message {
-	return &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: s.partition},
-		Value: ev.Value(s.opts.ValueSize), Headers: ev.Headers()}
-}
-
-// reports drains the events of c: one delivery report per accepted event,
-// and client errors. Statistics, if asked for with -X, are ignored.
-func (s *Sender) reports(c *client) {
-	for e := range c.p.Events() {
+// reports drains p's events: a delivery report per accepted event, and
+// client errors. Statistics, if asked for with -X, are ignored.
+func (s *Sender) reports(p *kafka.Producer) {
+	for e := range p.Events() {
 		switch e := e.(type) {
 		case *kafka.Message:
-			s.report(c, e)
+			s.report(e.TopicPartition)
 			// Wake a waiting sender only once the queue has room for many events.
-			if f := s.full.Load(); f > 0 && int64(c.p.Len()) <= f/2 {
+			if f := s.full.Load(); f > 0 && int64(p.Len()) <= f/2 {
 				select {
 				case s.room <- struct{}{}:
 				default:
@@ -304,56 +279,58 @@ func (s *Sender) reports(c *client) {
 			}
 		case kafka.Error:
 			if e.IsFatal() {
-				s.setFatal(e)
-			} else { // the client retries by itself
-				s.log.Warn("Kafka client error, retrying", "err", e)
+				s.setFatal(fmt.Errorf("fatal producer error: %w", e))
+			} else {
+				s.log.Warn("Kafka client error, retrying", "err", e) // the client retries by itself
 			}
 		}
 	}
 }
 
 // report accounts for the event of one delivery report.
-func (s *Sender) report(c *client, m *kafka.Message) {
-	err := m.TopicPartition.Error
+func (s *Sender) report(tp kafka.TopicPartition) {
 	var kerr kafka.Error
-	errors.As(err, &kerr)
+	errors.As(tp.Error, &kerr)
 	code := kerr.Code()
-	c.mu.Lock()
-	if c.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) {
+	s.qmu.Lock()
+	if s.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) {
 		if code == kafka.ErrPurgeInflight {
-			c.purgedIn++
+			s.purgedIn++
 		}
-		c.mu.Unlock()
+		s.qmu.Unlock()
 		return
 	}
-	// A purge may report the queued events (always the newest) before those
-	// in flight: queued ones are taken from the back, every other from the front.
-	in := c.pending[0]
+	// A purge may report the queued events (the newest) before those in
+	// flight: these come from the back, every other report from the front.
+	in := s.pending[0]
 	if code == kafka.ErrPurgeQueue {
-		in = c.pending[len(c.pending)-1]
-		c.pending = c.pending[:len(c.pending)-1]
+		in, s.pending = s.pending[len(s.pending)-1], s.pending[:len(s.pending)-1]
 	} else {
-		c.pending = c.pending[1:]
+		s.pending = s.pending[1:]
 	}
-	c.mu.Unlock()
+	s.qmu.Unlock()
 	s.lastReport.Store(time.Now().UnixNano())
-	id := strconv.FormatUint(in.ev.ID, 10)
-	switch {
-	case err == nil:
-		s.delivered.Add(1)
-		s.log.Debug("Delivered: "+in.ev.Timestamp(), "id", id, "partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
-	case code == kafka.ErrPurgeInflight || code == kafka.ErrMsgTimedOut || in.maybeWritten:
-		s.unknown.Add(1)
-		s.log.Error("Unconfirmed: "+in.ev.Timestamp(), "id", id, "err", err)
-	default:
-		s.fail(in, err)
-	}
+	s.settle(in, tp)
 }
 
-// fail counts an event as not delivered and says so.
-func (s *Sender) fail(in pending, err error) {
-	s.failed.Add(1)
-	s.log.Error("Not delivered: "+in.ev.Timestamp(), "id", strconv.FormatUint(in.ev.ID, 10), "err", err)
+// settle counts an event by its report and, unless delivered, says so.
+func (s *Sender) settle(in pending, tp kafka.TopicPartition) {
+	var kerr kafka.Error
+	code, id := kafka.ErrNoError, strconv.FormatUint(in.ev.ID, 10)
+	if errors.As(tp.Error, &kerr) {
+		code = kerr.Code()
+	}
+	switch {
+	case tp.Error == nil:
+		s.delivered.Add(1)
+		s.log.Debug("Delivered: "+in.ev.Timestamp(), "id", id, "partition", tp.Partition, "offset", int64(tp.Offset))
+	case code == kafka.ErrPurgeInflight || code == kafka.ErrMsgTimedOut || in.maybeWritten:
+		s.unknown.Add(1)
+		s.log.Error("Unconfirmed: "+in.ev.Timestamp(), "id", id, "err", tp.Error)
+	default:
+		s.failed.Add(1)
+		s.log.Error("Not delivered: "+in.ev.Timestamp(), "id", id, "err", tp.Error)
+	}
 }
 
 // Counts returns the counts so far; it is safe to call while Run runs.
@@ -368,24 +345,22 @@ func (s *Sender) Counts() Result {
 // at most FlushTimeout, then purges: every event left gets a report, failed
 // if it was still queued, unknown if it was in flight.
 func (s *Sender) finish(ctx context.Context) {
-	for ctx.Err() == nil && s.fatalError() == nil { // short flushes let a recovery replace the client
-		if s.flush(100*time.Millisecond) == 0 {
+	flush := func(d time.Duration, purge bool) int {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if purge {
+			_ = s.c.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+		}
+		return s.c.p.Flush(int(d / time.Millisecond))
+	}
+	for ctx.Err() == nil && s.fatal.Err() == nil { // short flushes let a recovery replace the client
+		if flush(100*time.Millisecond, false) == 0 {
 			return
 		}
 	}
-	if s.flush(FlushTimeout) > 0 {
-		s.mu.RLock()
-		_ = s.c.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
-		s.mu.RUnlock()
-		s.flush(500 * time.Millisecond)
+	if flush(FlushTimeout, false) > 0 {
+		flush(500*time.Millisecond, true)
 	}
-}
-
-// flush waits up to d for outstanding deliveries and returns how many are left.
-func (s *Sender) flush(d time.Duration) int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.c.p.Flush(int(d / time.Millisecond))
 }
 
 // Close closes the producer. Run calls it; call it only when Run is never called.
@@ -393,22 +368,4 @@ func (s *Sender) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.c.close()
-}
-
-// setFatal records the first fatal client error and returns it.
-func (s *Sender) setFatal(err error) error {
-	s.fatalOnce.Do(func() {
-		s.fatalErr = fmt.Errorf("fatal producer error: %w", err)
-		close(s.fatal)
-	})
-	return s.fatalErr
-}
-
-func (s *Sender) fatalError() error {
-	select {
-	case <-s.fatal:
-		return s.fatalErr
-	default:
-		return nil
-	}
 }

@@ -105,21 +105,23 @@ func (s *Sender) recreate() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.c
-	old.mu.Lock()
-	old.retiring = true
-	old.mu.Unlock()
-	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
-	if left := old.p.Flush(5000); left > 0 { // the purged events' reports are local: they come at once
+	s.qmu.Lock()
+	s.retiring = true
+	s.qmu.Unlock()
+	_ = s.c.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+	if left := s.c.p.Flush(5000); left > 0 { // the purged events' reports are local: they come at once
 		s.log.Error("Events left without a report by the stalled client", "left", left)
 	}
-	old.close()
+	s.c.close()
 	s.c = fresh
-	// Events in flight are the oldest of a partition: the first purgedIn.
-	for i, in := range old.pending {
-		in.maybeWritten = in.maybeWritten || i < old.purgedIn
-		if err := fresh.produce(s.message(in.ev), in); err != nil {
-			s.fail(in, err)
+	s.qmu.Lock()
+	old, inFlight := s.pending, s.purgedIn
+	s.pending, s.retiring, s.purgedIn = nil, false, 0
+	s.qmu.Unlock()
+	for i, in := range old {
+		in.maybeWritten = in.maybeWritten || i < inFlight // in flight are a partition's oldest
+		if err := s.produceLocked(fresh.p, in, true); err != nil {
+			s.settle(in, kafka.TopicPartition{Error: err})
 		}
 	}
 	s.recovered.Add(1)

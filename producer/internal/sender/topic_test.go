@@ -32,8 +32,7 @@ func TestTopicState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.md.Topic = topic
 			ready, err := topicState(&kafka.Metadata{Topics: map[string]kafka.TopicMetadata{topic: tt.md}}, topic)
-			var refused *RefusedError
-			if ready != tt.ready || (err == nil) != (tt.refused == "") || (err != nil && (!errors.As(err, &refused) || err.Error() != tt.refused)) {
+			if ready != tt.ready || (err == nil) != (tt.refused == "") || (err != nil && (!errors.Is(err, ErrRefused) || err.Error() != tt.refused)) {
 				t.Fatalf("topicState = %v, %v; want %v, refusal %q", ready, err, tt.ready, tt.refused)
 			}
 		})
@@ -57,8 +56,7 @@ func TestCreated(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := created([]kafka.TopicResult{{Topic: "t", Error: kafka.NewError(tt.code, tt.msg, false)}}, slog.New(slog.DiscardHandler))
-			var refused *RefusedError
-			if (err == nil) != (tt.refused == "") || (err != nil && (!errors.As(err, &refused) || err.Error() != tt.refused)) {
+			if (err == nil) != (tt.refused == "") || (err != nil && (!errors.Is(err, ErrRefused) || err.Error() != tt.refused)) {
 				t.Fatalf("created = %v, want refusal %q", err, tt.refused)
 			}
 		})
@@ -82,8 +80,7 @@ func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 	start := time.Now()
 	time.AfterFunc(500*time.Millisecond, cancel) // a stop signal
 	_, err = ensureTopic(ctx, p, "timestamp", slog.New(slog.DiscardHandler))
-	var refused *RefusedError
-	if err == nil || errors.As(err, &refused) || errors.Is(err, ErrNoLeader) {
+	if err == nil || errors.Is(err, ErrRefused) || errors.Is(err, ErrNoLeader) {
 		t.Fatalf("ensureTopic = %v, want an error that the cluster did not answer", err)
 	}
 	if took := time.Since(start); took > 500*time.Millisecond+FlushTimeout+500*time.Millisecond {
