@@ -1,13 +1,8 @@
-// Command producer sends a timestamp event to a Kafka topic every few
-// seconds, like the producer of the tutorial "Event-driven architectures
-// with Kafka and Python", and prints "Sending: HH:MM:SS" for each.
-//
-// The first SIGINT or SIGTERM stops the sending and waits a little for the
-// delivery reports; a second signal, or a shutdown over 8 s, ends the
-// process at once. Exit codes: 0 when every event accepted was delivered;
-// 1 on a runtime failure (undelivered events, fatal client error, a
-// shutdown over 8 s); 2 on bad configuration; 128+signal when a second
-// stop signal cut the shutdown short.
+// Command producer sends a timestamp event to Kafka every few seconds, like
+// the tutorial's producer, and prints "Sending: HH:MM:SS" for each. A stop
+// signal waits a little for delivery reports; a second, or a shutdown over
+// 8 s, ends the process at once. Exit codes: 0 all delivered; 1 runtime
+// failure; 2 bad configuration; 128+signal after a second stop signal.
 package main
 
 import (
@@ -60,7 +55,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	for k, v := range cfg.Kafka {
 		props[k] = v
 	}
-	src := source()
+	host, _ := os.Hostname()
+	// A random part names this process: a restarted producer counts its ids from 1 again.
+	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
 	s, err := sender.New(sender.Options{Topic: cfg.Topic, Source: src, Interval: cfg.Interval, Count: cfg.Count,
 		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, Kafka: props}, log)
 	if err != nil {
@@ -115,16 +112,6 @@ func startupError(err error, servers, topic string) error {
 	}
 }
 
-// source names this producer process in ce_source: the host, plus a random
-// part, so that a restarted producer starts its ids at 1 under a new name.
-func source() string {
-	host, err := os.Hostname()
-	if err != nil {
-		host = "unknown"
-	}
-	return fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
-}
-
 // stopWatch turns stop signals into the program's shutdown.
 type stopWatch struct {
 	signals <-chan os.Signal
@@ -135,8 +122,8 @@ type stopWatch struct {
 }
 
 // watch calls stop on the first signal. Then, unless done is closed first,
-// a second signal exits with 128+its number, and a shutdown longer than
-// limit exits with 1, each after one line that says what was abandoned.
+// a second signal exits with 128+its number and a shutdown over limit with
+// 1, each after a line with the counts (unconfirmed: accepted, no report).
 func (w stopWatch) watch(done <-chan struct{}, stop func()) {
 	select {
 	case <-done:
@@ -146,28 +133,24 @@ func (w stopWatch) watch(done <-chan struct{}, stop func()) {
 	stop()
 	limit := time.NewTimer(w.limit)
 	defer limit.Stop()
-	c := func() []any {
-		c := w.counts() // unconfirmed events were accepted and have no report yet
+	counts := func() []any {
+		c := w.counts()
 		return []any{"attempted", c.Attempted, "delivered", c.Delivered, "failed", c.Failed, "unknown", c.Unknown,
 			"unconfirmed", c.Attempted - c.Delivered - c.Failed - c.Unknown}
 	}
 	select {
 	case <-done:
 	case sig := <-w.signals:
-		w.log.Error("Second stop signal: exiting now", append(c(), "signal", sig.String())...)
-		code := 1
-		if n, ok := sig.(syscall.Signal); ok {
-			code = 128 + int(n)
-		}
-		w.exit(code)
+		w.log.Error("Second stop signal: exiting now", append(counts(), "signal", sig.String())...)
+		w.exit(128 + int(sig.(syscall.Signal)))
 	case <-limit.C:
-		w.log.Error(fmt.Sprintf("Shutdown took longer than %s: exiting now", w.limit), c()...)
+		w.log.Error(fmt.Sprintf("Shutdown took longer than %s: exiting now", w.limit), counts()...)
 		w.exit(1)
 	}
 }
 
-// newLogger writes one JSON object per line for machines, or for people the
-// tutorial's lines: the message, then key=value, the level unless INFO.
+// newLogger writes JSON for machines or, for people, the tutorial's lines:
+// the message, then key=value, the level unless INFO.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
@@ -176,25 +159,26 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 }
 
 type lineHandler struct {
-	w      io.Writer
-	mu     *sync.Mutex
-	level  slog.Level
-	preset []slog.Attr // from With
+	w     io.Writer
+	mu    *sync.Mutex
+	level slog.Level
+	with  string // attributes from With, formatted
 }
 
 func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
-func (h *lineHandler) WithGroup(string) slog.Handler                { return h } // the producer uses no groups
+func (h *lineHandler) WithGroup(string) slog.Handler                { return h } // no groups are used
 func (h *lineHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &lineHandler{w: h.w, mu: h.mu, level: h.level, preset: append(h.preset[:len(h.preset):len(h.preset)], as...)}
+	h2 := *h
+	for _, a := range as {
+		h2.with += text(a)
+	}
+	return &h2
 }
 
 func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
-	line := r.Message
+	line := r.Message + h.with
 	if r.Level != slog.LevelInfo {
 		line = r.Level.String() + " " + line
-	}
-	for _, a := range h.preset {
-		line += text(a)
 	}
 	r.Attrs(func(a slog.Attr) bool { line += text(a); return true })
 	h.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,11 +61,11 @@ type Sender struct {
 	c         *client // read-held mu to use it, write-held to replace it
 
 	attempted, delivered, failed, unknown, recovered atomic.Int64
-	lastReport atomic.Int64 // Unix nanoseconds of the latest delivery report
-	full       atomic.Int64 // the queue length when a send found it full
-	room       chan struct{}
-	fatal      context.Context // cancelled with the first fatal client error
-	setFatal   context.CancelCauseFunc
+	lastReport                                       atomic.Int64 // Unix nanoseconds of the latest delivery report
+	full                                             atomic.Int64 // the queue length when a send found it full
+	room                                             chan struct{}
+	fatal                                            context.Context // cancelled with the first fatal client error
+	setFatal                                         context.CancelCauseFunc
 
 	qmu sync.Mutex
 	// pending are the events sent and not yet reported, oldest first.
@@ -89,20 +90,18 @@ type client struct {
 
 // New creates the producer. Errors here come from the client configuration.
 func New(opts Options, log *slog.Logger) (*Sender, error) {
-	cm := kafka.ConfigMap{
+	cm := kafka.ConfigMap{"log.connection.close": false} // idle disconnects are normal
+	maps.Copy(cm, opts.Kafka)
+	maps.Copy(cm, kafka.ConfigMap{
 		// Exactly one copy per event in the log, in order, across retries
 		// and broker failover; implies acks=all.
 		"enable.idempotence":        true,
 		"go.delivery.report.fields": "none", // the FIFO knows the events
 		"go.logs.channel.enable":    true,
 		"allow.auto.create.topics":  false, // EnsureTopic creates it on purpose
-		"log.connection.close":      false, // idle disconnects are normal
 		"go.events.channel.size":    10000, // not a million entries for the GC to scan
 		"go.produce.channel.size":   1,
-	}
-	for k, v := range opts.Kafka {
-		cm[k] = v
-	}
+	})
 	opts.StallAfter = cmp.Or(opts.StallAfter, DefaultStallAfter)
 	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1)}
 	s.fatal, s.setFatal = context.WithCancelCause(context.Background())
@@ -110,7 +109,6 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	s.c, err = s.newClient()
 	return s, err
 }
-
 func (s *Sender) newClient() (*client, error) {
 	p, err := kafka.NewProducer(&s.cm)
 	if err != nil {
@@ -129,15 +127,13 @@ func (s *Sender) newClient() (*client, error) {
 	})
 	return c, nil
 }
-
 func (c *client) close() {
 	c.p.Close()
 	c.drained.Wait()
 }
 
-// Run sends events until Count is reached or ctx ends, waits for their
-// delivery reports, then closes the producer. It returns an error when the
-// client failed fatally or when any accepted event was not delivered.
+// Run sends events, waits for their reports and closes the producer. It
+// fails on a fatal client error or when any accepted event was not delivered.
 func (s *Sender) Run(ctx context.Context) (Result, error) {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var watching sync.WaitGroup
@@ -152,10 +148,7 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 	if last := s.lastReport.Load(); res.Attempted > 0 && last > 0 {
 		res.Elapsed = time.Unix(0, last).Sub(first)
 	}
-	if err == nil {
-		err = context.Cause(s.fatal)
-	}
-	if err == nil && res.Delivered != res.Attempted {
+	if err = cmp.Or(err, context.Cause(s.fatal)); err == nil && res.Delivered != res.Attempted {
 		err = fmt.Errorf("%d of %d events not delivered: %d failed, %d unknown (sent but unconfirmed: may have been written)",
 			res.Attempted-res.Delivered, res.Attempted, res.Failed, res.Unknown)
 	}
@@ -187,17 +180,15 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 		}
 		if ctx.Err() != nil {
 			return first, nil
-		}
-		if id == 1 {
+		} else if id == 1 {
 			first = time.Now()
 		}
 		ev := event.Event{ID: id, Source: s.opts.Source, Time: at}
 		if err := s.send(ctx, ev); err != nil {
-			var kerr kafka.Error
 			switch {
 			case ctx.Err() != nil:
 				return first, nil
-			case errors.As(err, &kerr) && kerr.Code() == kafka.ErrFatal:
+			case code(err) == kafka.ErrFatal:
 				s.mu.RLock()
 				s.setFatal(fmt.Errorf("fatal producer error: %w", cmp.Or(s.c.p.GetFatalError(), err)))
 				s.mu.RUnlock()
@@ -214,10 +205,9 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 	return first, nil
 }
 
-// slot returns the time to stamp an event due at due whose wait ended at
-// now: its slot on the grid up to 100 ms late, so that high rates hold on
-// average. Later (a laptop that slept, a queue kept full), the schedule
-// restarts at now instead of sending a burst of stale events.
+// slot stamps an event due at due, waited for until now, with its slot on
+// the grid up to 100 ms late, so that high rates hold on average. Later (a
+// laptop slept), the schedule restarts at now: no burst of stale events.
 func slot(due, now time.Time, interval time.Duration) (at time.Time, late time.Duration, skipped int64) {
 	if d := now.Sub(due); d > 100*time.Millisecond {
 		return now, d, int64(d / interval)
@@ -230,8 +220,8 @@ func slot(due, now time.Time, interval time.Duration) (at time.Time, late time.D
 func (s *Sender) send(ctx context.Context, ev event.Event) error {
 	for {
 		s.mu.RLock()
-		err := s.produceLocked(s.c.p, pending{ev: ev}, true)
-		if kerr := (kafka.Error{}); errors.As(err, &kerr) && kerr.Code() == kafka.ErrQueueFull {
+		err := s.produceLocked(s.c.p, pending{ev: ev})
+		if code(err) == kafka.ErrQueueFull {
 			s.full.Store(int64(max(s.c.p.Len(), 1)))
 		}
 		s.mu.RUnlock()
@@ -250,21 +240,20 @@ func (s *Sender) send(ctx context.Context, ev event.Event) error {
 	}
 }
 
-// produceLocked sends an event and, if the client took it and push is
-// set, adds it to pending before its report can come.
-func (s *Sender) produceLocked(p *kafka.Producer, in pending, push bool) error {
+// produceLocked sends an event and queues it in pending before its report can come.
+func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
 	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: s.partition},
 		Value: in.ev.Value(s.opts.ValueSize), Headers: in.ev.Headers()}, nil)
-	if err == nil && push {
+	if err == nil {
 		s.pending = append(s.pending, in)
 	}
 	return err
 }
 
 // reports drains p's events: a delivery report per accepted event, and
-// client errors. Statistics, if asked for with -X, are ignored.
+// client errors; statistics (-X statistics.interval.ms) are ignored.
 func (s *Sender) reports(p *kafka.Producer) {
 	for e := range p.Events() {
 		switch e := e.(type) {
@@ -289,9 +278,7 @@ func (s *Sender) reports(p *kafka.Producer) {
 
 // report accounts for the event of one delivery report.
 func (s *Sender) report(tp kafka.TopicPartition) {
-	var kerr kafka.Error
-	errors.As(tp.Error, &kerr)
-	code := kerr.Code()
+	code := code(tp.Error)
 	s.qmu.Lock()
 	if s.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) {
 		if code == kafka.ErrPurgeInflight {
@@ -315,11 +302,7 @@ func (s *Sender) report(tp kafka.TopicPartition) {
 
 // settle counts an event by its report and, unless delivered, says so.
 func (s *Sender) settle(in pending, tp kafka.TopicPartition) {
-	var kerr kafka.Error
-	code, id := kafka.ErrNoError, strconv.FormatUint(in.ev.ID, 10)
-	if errors.As(tp.Error, &kerr) {
-		code = kerr.Code()
-	}
+	code, id := code(tp.Error), strconv.FormatUint(in.ev.ID, 10)
 	switch {
 	case tp.Error == nil:
 		s.delivered.Add(1)
@@ -333,17 +316,22 @@ func (s *Sender) settle(in pending, tp kafka.TopicPartition) {
 	}
 }
 
+func code(err error) kafka.ErrorCode {
+	var kerr kafka.Error
+	errors.As(err, &kerr)
+	return kerr.Code()
+}
+
 // Counts returns the counts so far; it is safe to call while Run runs.
 func (s *Sender) Counts() Result {
 	return Result{Attempted: s.attempted.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
 		Unknown: s.unknown.Load(), Recovered: s.recovered.Load()}
 }
 
-// finish waits for the delivery report of every accepted event. A run that
-// reached its Count waits as long as message.timeout.ms allows, so that an
-// outage near the end loses nothing. After a stop or a fatal error it waits
-// at most FlushTimeout, then purges: every event left gets a report, failed
-// if it was still queued, unknown if it was in flight.
+// finish waits for every report: after Count, as long as message.timeout.ms
+// allows, so that an outage at the end loses nothing; after a stop or a
+// fatal error at most FlushTimeout, then it purges: the events still queued
+// fail, those in flight are unknown.
 func (s *Sender) finish(ctx context.Context) {
 	flush := func(d time.Duration, purge bool) int {
 		s.mu.RLock()

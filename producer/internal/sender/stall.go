@@ -3,31 +3,29 @@ package sender
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// DefaultStallAfter is how long events wait without any delivery report
-// before the sender checks for a leader stall: librdkafka keeping a
-// partition with no usable leader after a broker restart, although the
-// cluster has elected one (confluentinc/librdkafka#5430). Events then time
-// out while the brokers are fine; a new client starts with fresh metadata.
+// DefaultStallAfter is how long events wait with no delivery report before
+// the sender checks for a leader stall: librdkafka keeping a partition with
+// no usable leader after a broker restart although the cluster elected one
+// (confluentinc/librdkafka#5430). A new client starts with fresh metadata.
 const DefaultStallAfter = 15 * time.Second
 
-// watchStall checks every third of StallAfter, until ctx ends, for events
-// that waited StallAfter with no delivery report at all while fresh
-// metadata, at two checks in a row, names a leader for every partition.
-// Then it re-creates the client. A failed metadata request means an outage,
-// which the client rides out; the second check spares a client that
-// reconnects right after one.
+// watchStall re-creates the client when events waited StallAfter with no
+// report at all while fresh metadata names a leader for every partition at
+// two checks in a row (the second spares a client reconnecting after an
+// outage). A failed metadata request is an outage, which the client rides out.
 func (s *Sender) watchStall(ctx context.Context) {
 	every := s.opts.StallAfter / 3
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var since, recreated time.Time // since when events have waited; the last re-creation
-	answered := false              // the previous check found the cluster well
+	answered := false              // by the previous check: the cluster is well
 	for {
 		select {
 		case <-ctx.Done():
@@ -41,9 +39,7 @@ func (s *Sender) watchStall(ctx context.Context) {
 		case waiting == 0:
 			since, answered = time.Time{}, false
 			continue
-		case last.Before(recreated):
-			// The new client has not reported yet. Re-creating it again would
-			// start message.timeout.ms over and could hold the events for ever.
+		case last.Before(recreated): // again would start message.timeout.ms over, for ever
 			continue
 		case since.IsZero() || last.After(since):
 			since, answered = now, false
@@ -67,14 +63,11 @@ func (s *Sender) watchStall(ctx context.Context) {
 	}
 }
 
-// leaders describes the topic's leaders from a fresh metadata request; ok is
-// false unless the request succeeded and every partition has a leader.
+// leaders describes the topic's leaders if every partition has one.
 func (s *Sender) leaders() (desc string, ok bool) {
 	// A client of its own: the stuck one may no longer reach any broker.
-	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error below
-	for k, v := range s.opts.Kafka {
-		cm[k] = v
-	}
+	cm := kafka.ConfigMap{"log_level": 0} // its failures show as a failed request
+	maps.Copy(cm, s.opts.Kafka)
 	a, err := kafka.NewAdminClient(&cm)
 	if err != nil {
 		return "", false
@@ -83,8 +76,7 @@ func (s *Sender) leaders() (desc string, ok bool) {
 	md, err := a.GetMetadata(&s.opts.Topic, false, 2000) // shorter than FlushTimeout: a stop is not delayed
 	if err != nil {
 		return "", false
-	}
-	if n, err := topicState(md, s.opts.Topic); err != nil || n == 0 {
+	} else if n, err := topicState(md, s.opts.Topic); err != nil || n == 0 {
 		return "", false
 	}
 	var parts []string
@@ -120,7 +112,7 @@ func (s *Sender) recreate() error {
 	s.qmu.Unlock()
 	for i, in := range old {
 		in.maybeWritten = in.maybeWritten || i < inFlight // in flight are a partition's oldest
-		if err := s.produceLocked(fresh.p, in, true); err != nil {
+		if err := s.produceLocked(fresh.p, in); err != nil {
 			s.settle(in, kafka.TopicPartition{Error: err})
 		}
 	}

@@ -11,12 +11,13 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// ErrRefused marks a start-up request that the cluster answered with an
-// error, such as an authorization failure: waiting longer will not help.
-var ErrRefused = errors.New("refused")
-
-// ErrNoLeader: the topic exists, but some partition had no leader in time.
-var ErrNoLeader = errors.New("topic has no leader")
+var (
+	// ErrRefused is a start-up request the cluster answered with an error,
+	// such as an authorization failure: waiting longer will not help.
+	ErrRefused = errors.New("refused")
+	// ErrNoLeader is a topic with a partition that got no leader in time.
+	ErrNoLeader = errors.New("topic has no leader")
+)
 
 // EnsureTopic creates the topic unless it exists, waits until it has
 // leaders, and picks the partition that all events go to: Kafka keeps
@@ -28,9 +29,8 @@ func (s *Sender) EnsureTopic(ctx context.Context) error {
 	return err
 }
 
-// ensureTopic returns the topic's number of partitions, once all have a
-// leader. It creates a missing topic through the admin API, with one
-// partition, and never relies on the broker's auto-creation.
+// ensureTopic returns the topic's number of partitions once all have a
+// leader. A missing topic is created on purpose, never by auto-creation.
 func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog.Logger) (int32, error) {
 	created := false
 	for {
@@ -59,13 +59,13 @@ func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog
 	}
 }
 
+// create asks for one partition (the whole stream in order) and the broker's default replication.
 func create(ctx context.Context, p *kafka.Producer, topic string, log *slog.Logger) error {
 	admin, err := kafka.NewAdminClientFromProducer(p)
 	if err != nil {
 		return fmt.Errorf("create admin client: %w", err)
 	}
 	defer admin.Close()
-	// ReplicationFactor 0 asks for the broker's default.
 	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1}})
 	if err != nil {
 		return fmt.Errorf("create topic %q: %w", topic, err)
@@ -88,9 +88,8 @@ func created(res []kafka.TopicResult, log *slog.Logger) error {
 	return nil
 }
 
-// topicState reads the cluster's answer about topic: its number of
-// partitions if every one has a leader, 0 if it is missing or waits for a
-// leader, ErrRefused for any other error of the topic.
+// topicState is the topic's number of partitions if each has a leader, 0
+// while it is missing or without a leader, or ErrRefused for other errors.
 func topicState(md *kafka.Metadata, topic string) (int32, error) {
 	t := md.Topics[topic]
 	switch t.Error.Code() {
