@@ -59,12 +59,7 @@ func run(ctx context.Context, e env) int {
 		return 2
 	}
 	log := newLogger(e.stdout, cfg.LogFormat, cfg.LogLevel)
-	props := kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
-	for k, v := range cfg.Kafka {
-		props[k] = v
-	}
-	r, err := receiver.New(receiver.Options{Topic: cfg.Topic, DLQTopic: cfg.DLQTopic, Group: cfg.Group, Count: cfg.Count,
-		LogEvents: cfg.LogEvents, Admin: e.admin, Kafka: props}, log)
+	r, err := receiver.New(cfg, log)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: invalid Kafka client configuration:", err)
 		return 2
@@ -72,14 +67,13 @@ func run(ctx context.Context, e env) int {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	defer close(done)
-	go watchdog{signals: e.signals, done: done, cancel: cancel, exit: e.exit,
-		grace: shutdownGrace, uncommitted: r.Uncommitted, log: log}.run()
+	go watchdog(e.signals, done, cancel, e.exit, shutdownGrace, r.Uncommitted, log)
 	_, lib := kafka.LibraryVersion()
 	log.Info("Consumer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
 		"group", cfg.Group, "dlq", cfg.DLQTopic, "librdkafka", lib)
 
 	var res receiver.Result
-	if err = r.EnsureTopics(ctx, startupTimeout); err == nil {
+	if err = r.EnsureTopics(ctx, e.admin, startupTimeout); err == nil {
 		res, err = r.Run(ctx)
 	} else {
 		r.Close()
@@ -104,38 +98,28 @@ func run(ctx context.Context, e env) int {
 }
 
 // watchdog turns the first stop signal into a cancelled run, and ends the
-// process itself when a second signal comes or the shutdown outlasts grace.
-type watchdog struct {
-	signals     <-chan os.Signal
-	done        <-chan struct{} // closed when run returns
-	cancel      func()
-	exit        func(code int)
-	grace       time.Duration
-	uncommitted func() int64 // what a cut-short shutdown gives up
-	log         *slog.Logger
-}
-
-func (w watchdog) run() {
+// process itself when a second signal comes or the shutdown outlasts grace,
+// saying how many events it gives up. done is closed when run returns.
+func watchdog(signals <-chan os.Signal, done <-chan struct{}, cancel func(), exit func(code int), grace time.Duration,
+	uncommitted func() int64, log *slog.Logger) {
 	select {
-	case <-w.signals:
-		w.cancel()
-	case <-w.done:
+	case <-signals:
+		cancel()
+	case <-done:
 		return
 	}
-	timer := time.NewTimer(w.grace)
-	defer timer.Stop()
 	select {
-	case sig := <-w.signals:
-		w.log.Error("Second stop signal: exiting now", "signal", sig.String(), "uncommitted", w.uncommitted())
+	case sig := <-signals:
+		log.Error("Second stop signal: exiting now", "signal", sig.String(), "uncommitted", uncommitted())
 		code := 1
 		if s, ok := sig.(syscall.Signal); ok {
 			code = 128 + int(s)
 		}
-		w.exit(code)
-	case <-timer.C:
-		w.log.Error(fmt.Sprintf("Shutdown took longer than %s: exiting now", w.grace), "uncommitted", w.uncommitted())
-		w.exit(1)
-	case <-w.done:
+		exit(code)
+	case <-time.After(grace):
+		log.Error(fmt.Sprintf("Shutdown took longer than %s: exiting now", grace), "uncommitted", uncommitted())
+		exit(1)
+	case <-done:
 	}
 }
 
@@ -168,16 +152,14 @@ func (h *textHandler) WithAttrs(as []slog.Attr) slog.Handler {
 }
 
 func (h *textHandler) Handle(_ context.Context, r slog.Record) error {
-	var b strings.Builder
+	line := r.Message + h.attrs
 	if r.Level != slog.LevelInfo {
-		b.WriteString(r.Level.String() + " ")
+		line = r.Level.String() + " " + line
 	}
-	b.WriteString(r.Message + h.attrs)
-	r.Attrs(func(a slog.Attr) bool { b.WriteString(attr(a)); return true })
-	b.WriteByte('\n')
+	r.Attrs(func(a slog.Attr) bool { line += attr(a); return true })
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, err := io.WriteString(h.w, b.String())
+	_, err := io.WriteString(h.w, line+"\n")
 	return err
 }
 

@@ -161,10 +161,12 @@ func TestWatchdog(t *testing.T) {
 			}
 			cancelled, done, exits := make(chan struct{}), make(chan struct{}), make(chan int, 1)
 			var out strings.Builder
-			w := watchdog{signals: signals, done: done, cancel: func() { close(cancelled) }, exit: func(code int) { exits <- code },
-				grace: 300 * time.Millisecond, uncommitted: func() int64 { return 7 }, log: newLogger(&out, "text", slog.LevelInfo)}
 			returned := make(chan struct{})
-			go func() { w.run(); close(returned) }()
+			go func() {
+				watchdog(signals, done, func() { close(cancelled) }, func(code int) { exits <- code }, 300*time.Millisecond,
+					func() int64 { return 7 }, newLogger(&out, "text", slog.LevelInfo))
+				close(returned)
+			}()
 			<-cancelled
 			if tt.finish {
 				close(done)

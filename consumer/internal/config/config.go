@@ -3,6 +3,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,37 +46,72 @@ var reserved = map[string]string{
 	"enable.auto.commit":       "stored offsets are committed in the background (at-least-once)",
 }
 
-// settings are flag, environment variable, default and usage.
-var settings = [][4]string{
-	{"bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, a comma-separated list of host:port"},
-	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are read from (created if missing)"},
-	{"group", "KAFKA_GROUP_ID", "timestamp-consumer", "consumer group; consumers of one group share the partitions"},
-	{"dlq-topic", "KAFKA_DLQ_TOPIC", "", "dead-letter topic for messages that cannot be decoded (default <topic>.dlq)"},
-	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped"},
-	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},
-	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error"},
-	{"log-events", "LOG_EVENTS", "true", "print a line per event; false prints only the start, the summary and problems"},
-}
+const topicRule = "want 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' or '-', not '.' or '..'"
 
-// legalTopic is Kafka's rule for topic names.
 var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// topicName is Kafka's rule for topic names.
+func topicName(t string) bool { return legalTopic.MatchString(t) && t != "." && t != ".." }
+
+// settings are in the order they are checked: set stores a value in the
+// Config and reports whether it is allowed.
+var settings = []struct {
+	name, env, def, usage, allowed string
+	set                            func(c *Config, v string) bool
+}{
+	{"bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, a comma-separated list of host:port",
+		"want host:port entries separated by commas", func(c *Config, v string) bool {
+			var brokers []string
+			for b := range strings.SplitSeq(v, ",") {
+				host, port, err := net.SplitHostPort(strings.TrimSpace(b))
+				if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+					return false
+				}
+				brokers = append(brokers, strings.TrimSpace(b))
+			}
+			c.BootstrapServers = strings.Join(brokers, ",")
+			return true
+		}},
+	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are read from (created if missing)", topicRule,
+		func(c *Config, v string) bool { c.Topic = v; return topicName(v) }},
+	{"group", "KAFKA_GROUP_ID", "timestamp-consumer", "consumer group; consumers of one group share the partitions",
+		"want a non-empty group id", func(c *Config, v string) bool { c.Group = strings.TrimSpace(v); return c.Group != "" }},
+	{"dlq-topic", "KAFKA_DLQ_TOPIC", "", "dead-letter topic for messages that cannot be decoded (default <topic>.dlq)",
+		topicRule + "; <topic>.dlq when empty; not the topic, or bad messages would loop", func(c *Config, v string) bool {
+			c.DLQTopic = cmp.Or(v, c.Topic+".dlq")
+			return topicName(c.DLQTopic) && c.DLQTopic != c.Topic
+		}},
+	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped", "want a whole number >= 0",
+		func(c *Config, v string) bool { n, err := strconv.Atoi(v); c.Count = n; return err == nil && n >= 0 }},
+	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines", "want one of text, json",
+		func(c *Config, v string) bool { c.LogFormat = v; return v == "text" || v == "json" }},
+	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error", "want debug, info, warn or error",
+		func(c *Config, v string) bool { return c.LogLevel.UnmarshalText([]byte(v)) == nil }},
+	{"log-events", "LOG_EVENTS", "true", "print a line per event; false prints only the start, the summary and problems",
+		"want true or false", func(c *Config, v string) bool { b, err := strconv.ParseBool(v); c.LogEvents = b; return err == nil }},
+}
 
 // Parse reads args, falling back to getenv for each flag not given, and
 // validates the result. Usage for --help is written to out.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	cfg := Config{Kafka: map[string]string{}}
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	val, src := map[string]*string{}, map[string]string{}
 	for _, s := range settings {
-		val[s[0]] = fs.String(s[0], s[2], s[3]+" (env "+s[1]+")")
+		fs.String(s.name, s.def, s.usage+" (env "+s.env+")")
 	}
-	props := properties{}
-	fs.Var(props, "X", "librdkafka property `key=value`, repeatable (e.g. -X session.timeout.ms=6000)")
+	fs.Func("X", "librdkafka property `key=value`, repeatable (e.g. -X session.timeout.ms=6000)", func(kv string) error {
+		k, v, ok := strings.Cut(kv, "=")
+		if k = strings.TrimSpace(k); !ok || k == "" {
+			return fmt.Errorf("want key=value, got %q", kv)
+		}
+		cfg.Kafka[k] = v
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprint(out, "Usage: consumer [flags]\n\nReads timestamp events from Kafka in a consumer group and prints \"Received: HH:MM:SS\".\n\nFlags:\n")
 		fs.SetOutput(out)
 		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
 	}
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return Config{}, ErrHelp // the flag package printed the usage
@@ -88,75 +124,22 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	for _, s := range settings {
-		src[s[0]] = "--" + s[0]
-		if v := getenv(s[1]); v != "" && !given[s[0]] {
-			*val[s[0]], src[s[0]] = v, s[1]
+		v, src := fs.Lookup(s.name).Value.String(), "--"+s.name
+		if e := getenv(s.env); e != "" && !given[s.name] {
+			v, src = e, s.env
+		}
+		if !s.set(&cfg, v) {
+			return Config{}, &Error{src, v, s.allowed}
 		}
 	}
-	v := func(name string) string { return *val[name] }
-	bad := func(name, allowed string) error { return &Error{src[name], v(name), allowed} }
-
-	cfg := Config{Topic: v("topic"), Group: strings.TrimSpace(v("group")), DLQTopic: v("dlq-topic"), LogFormat: v("log-format"), Kafka: props}
-	var brokers []string
-	for b := range strings.SplitSeq(v("bootstrap-servers"), ",") {
-		b = strings.TrimSpace(b)
-		host, port, err := net.SplitHostPort(b)
-		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			return Config{}, bad("bootstrap-servers", fmt.Sprintf("want host:port entries separated by commas; %q is not one", b))
-		}
-		brokers = append(brokers, b)
-	}
-	cfg.BootstrapServers = strings.Join(brokers, ",")
-	if cfg.DLQTopic == "" {
-		*val["dlq-topic"] = cfg.Topic + ".dlq"
-		cfg.DLQTopic = v("dlq-topic")
-	}
-	legal := func(t string) bool { return legalTopic.MatchString(t) && t != "." && t != ".." }
-	const topicRule = "want 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' or '-', not '.' or '..'"
-	var err error
-	switch {
-	case !legal(cfg.Topic):
-		return Config{}, bad("topic", topicRule)
-	case !legal(cfg.DLQTopic):
-		return Config{}, bad("dlq-topic", topicRule)
-	case cfg.DLQTopic == cfg.Topic:
-		return Config{}, bad("dlq-topic", "must differ from the topic, or bad messages would loop")
-	case cfg.Group == "":
-		return Config{}, bad("group", "want a non-empty group id")
-	case cfg.LogFormat != "text" && cfg.LogFormat != "json":
-		return Config{}, bad("log-format", "want one of text, json")
-	}
-	if cfg.Count, err = strconv.Atoi(v("count")); err != nil || cfg.Count < 0 {
-		return Config{}, bad("count", "want a whole number >= 0")
-	}
-	if err := cfg.LogLevel.UnmarshalText([]byte(v("log-level"))); err != nil {
-		return Config{}, bad("log-level", "want debug, info, warn or error")
-	}
-	if cfg.LogEvents, err = strconv.ParseBool(v("log-events")); err != nil {
-		return Config{}, bad("log-events", "want true or false")
-	}
-	for _, k := range slices.Sorted(maps.Keys(props)) {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Kafka)) {
 		if why, ok := reserved[k]; ok {
-			return Config{}, &Error{"-X " + k, props[k], why}
+			return Config{}, &Error{"-X " + k, cfg.Kafka[k], why}
 		}
 		// go.events.channel.enable, for one, makes Poll return nothing.
 		if strings.HasPrefix(k, "go.") {
-			return Config{}, &Error{"-X", k + "=" + props[k], "go.* properties change how the client hands events to the consumer, which it relies on"}
+			return Config{}, &Error{"-X", k + "=" + cfg.Kafka[k], "go.* properties change how the client hands events to the consumer, which it relies on"}
 		}
 	}
 	return cfg, nil
-}
-
-// properties collects -X key=value flags.
-type properties map[string]string
-
-func (p properties) String() string { return "" }
-
-func (p properties) Set(kv string) error {
-	k, val, ok := strings.Cut(kv, "=")
-	if !ok || strings.TrimSpace(k) == "" {
-		return fmt.Errorf("want key=value, got %q", kv)
-	}
-	p[strings.TrimSpace(k)] = val
-	return nil
 }

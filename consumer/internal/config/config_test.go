@@ -120,8 +120,8 @@ func TestParse_help(t *testing.T) {
 		t.Errorf("usage printed %d times, want once", n)
 	}
 	for _, s := range settings {
-		if !strings.Contains(out.String(), "-"+s[0]) || !strings.Contains(out.String(), s[1]) {
-			t.Errorf("help does not document --%s and %s", s[0], s[1])
+		if !strings.Contains(out.String(), "-"+s.name) || !strings.Contains(out.String(), s.env) {
+			t.Errorf("help does not document --%s and %s", s.name, s.env)
 		}
 	}
 }

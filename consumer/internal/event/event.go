@@ -1,10 +1,7 @@
-// Package event decodes timestamp events from Kafka messages.
-//
-// It accepts the value forms of the tutorial, the object
-// {"timestamp":"15:04:05"} and the bare JSON string "15:04:05", and reads
-// the optional CloudEvents headers (Kafka binding, binary mode) that carry
-// the id, source and precise send time. Events without headers, as the
-// tutorial's Python producer sends them, are valid.
+// Package event decodes timestamp events: the value {"timestamp":"15:04:05"}
+// or the bare JSON string "15:04:05", and the optional CloudEvents headers
+// (Kafka binding, binary mode). Events without headers, as the tutorial's
+// Python producer sends them, are valid.
 package event
 
 import (
@@ -43,30 +40,26 @@ func invalid(format string, args ...any) error {
 
 // Decode reads an event from a message value and its headers. The error
 // says what is wrong in words fit for a dead-letter header.
-func Decode(value []byte, headers []kafka.Header) (Event, error) {
-	ts, err := timestamp(value)
-	if err != nil {
+func Decode(value []byte, headers []kafka.Header) (ev Event, err error) {
+	if ev.Timestamp, err = timestamp(value); err != nil {
 		return Event{}, err
 	}
-	ev := Event{Timestamp: ts}
 	for _, h := range headers {
-		switch h.Key {
-		case "ce_specversion":
-			if string(h.Value) != "1.0" {
-				return Event{}, invalid("header %s %q: only 1.0 is understood", h.Key, preview(h.Value))
-			}
-		case "content-type":
-			if mt, _, _ := strings.Cut(string(h.Value), ";"); strings.TrimSpace(mt) != "application/json" {
-				return Event{}, invalid("header %s %q: want application/json", h.Key, preview(h.Value))
-			}
-		case "ce_id":
-			ev.ID = string(h.Value)
-		case "ce_source":
-			ev.Source = string(h.Value)
-		case "ce_type":
-			ev.Type = string(h.Value)
-		case "ce_time":
-			if ev.Time, err = time.Parse(time.RFC3339Nano, string(h.Value)); err != nil {
+		v := string(h.Value)
+		mt, _, _ := strings.Cut(v, ";")
+		switch {
+		case h.Key == "ce_specversion" && v != "1.0":
+			return Event{}, invalid("header %s %q: only 1.0 is understood", h.Key, preview(h.Value))
+		case h.Key == "content-type" && strings.TrimSpace(mt) != "application/json":
+			return Event{}, invalid("header %s %q: want application/json", h.Key, preview(h.Value))
+		case h.Key == "ce_id":
+			ev.ID = v
+		case h.Key == "ce_source":
+			ev.Source = v
+		case h.Key == "ce_type":
+			ev.Type = v
+		case h.Key == "ce_time":
+			if ev.Time, err = time.Parse(time.RFC3339Nano, v); err != nil {
 				return Event{}, invalid("header %s %q: want an RFC 3339 time", h.Key, preview(h.Value))
 			}
 		}
@@ -75,13 +68,11 @@ func Decode(value []byte, headers []kafka.Header) (Event, error) {
 }
 
 // timestamp reads the HH:MM:SS of a value of either of the tutorial's forms.
-func timestamp(value []byte) (string, error) {
-	if len(value) > MaxValueBytes {
-		return "", invalid("value is %d bytes; at most %d allowed", len(value), MaxValueBytes)
-	}
+func timestamp(value []byte) (ts string, err error) {
 	v := bytes.TrimSpace(value)
-	var ts string
 	switch {
+	case len(value) > MaxValueBytes:
+		return "", invalid("value is %d bytes; at most %d allowed", len(value), MaxValueBytes)
 	case len(v) == 0:
 		return "", invalid("empty value")
 	case v[0] == '{':
@@ -90,8 +81,7 @@ func timestamp(value []byte) (string, error) {
 		}
 		if err := json.Unmarshal(value, &obj); err != nil {
 			return "", invalid("value is not a JSON object with a string timestamp: %v", err)
-		}
-		if obj.Timestamp == nil {
+		} else if obj.Timestamp == nil {
 			return "", invalid(`value has no "timestamp" field`)
 		}
 		ts = *obj.Timestamp

@@ -2,8 +2,11 @@ package receiver
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,19 +16,15 @@ import (
 
 // The dead-letter path: a message that cannot be decoded is copied, byte for
 // byte with key and headers, to the dead-letter topic, plus headers that say
-// why and where from. Its partition is paused until the broker acknowledged
-// the copy, so that no later offset of it is stored before: no message is
-// lost between the two topics. Pausing drops what librdkafka fetched ahead;
-// resuming fetches from the message after the last one Poll returned.
-// Polling goes on, which keeps the group membership and the commits alive.
+// why and where from. Dead-letter before store: its partition is paused
+// until the broker acknowledged the copy, so that no later offset of it is
+// stored before and no message is lost between the two topics. Resuming
+// fetches from the message after it. Polling goes on meanwhile, which keeps
+// the group membership and the commits alive.
 
 const (
 	maxErrorBytes = 1024 // of the dlq.error header, so that headroom holds
-	// headroom is how much more the dead-letter topic must take than the
-	// source topic: the four headers take at most 1,361 bytes (names 41,
-	// error 1,024, topic 249, partition 11, offset 20, lengths 16), and a
-	// record's length fields grow by a few bytes more.
-	headroom = 2048
+	headroom      = 2048 // the dlq headers take at most 1,361 bytes, a record's length fields a few more
 )
 
 // deadLetter is a write in flight, one per partition.
@@ -34,25 +33,20 @@ type deadLetter struct {
 	reason  error
 	report  chan kafka.Event
 	backoff time.Duration
-	retry   time.Time // when to try again; zero while an attempt is in flight
+	retry   time.Time // when to try (again); zero while an attempt is in flight
 }
 
 // newDeadLetterProducer creates the idempotent producer of the dead-letter
-// topic; maxBytes above 0 is its message.max.bytes unless props set it.
-func newDeadLetterProducer(props kafka.ConfigMap, maxBytes int) (*kafka.Producer, error) {
-	// An attempt gives up after 30 s; the consumer then retries, saying so.
-	cm := kafka.ConfigMap{"message.timeout.ms": 30000}
+// topic; maxBytes above 0 is its message.max.bytes unless -X sets it.
+func (r *Receiver) newDeadLetterProducer(maxBytes int) (*kafka.Producer, error) {
+	cm := kafka.ConfigMap{"message.timeout.ms": 30000} // then the consumer retries, saying so
 	if maxBytes > 0 {
 		cm["message.max.bytes"] = maxBytes
 	}
-	for k, v := range props {
-		cm[k] = v
-	}
+	maps.Copy(cm, r.dlqCM)
 	// Reports go to each write's own channel: no buffers of a million entries.
-	for k, v := range map[string]any{"enable.idempotence": true, "allow.auto.create.topics": false,
-		"go.delivery.report.fields": "none", "go.events.channel.size": 1000, "go.produce.channel.size": 1} {
-		cm[k] = v
-	}
+	maps.Copy(cm, kafka.ConfigMap{"enable.idempotence": true, "allow.auto.create.topics": false, "go.logs.channel.enable": true,
+		"go.logs.channel": r.logs, "go.delivery.report.fields": "none", "go.events.channel.size": 1000, "go.produce.channel.size": 1})
 	p, err := kafka.NewProducer(&cm)
 	if err != nil {
 		return nil, fmt.Errorf("create dead-letter producer: %w", err)
@@ -60,24 +54,15 @@ func newDeadLetterProducer(props kafka.ConfigMap, maxBytes int) (*kafka.Producer
 	return p, nil
 }
 
-// deadLetter stores what was handled, pauses m's partition and starts the write.
+// deadLetter stores what was handled, pauses m's partition and has
+// deadLetters start the write: dead-letter before store.
 func (r *Receiver) deadLetter(m *kafka.Message, reason error) error {
 	r.store()
 	if err := r.c.Pause([]kafka.TopicPartition{m.TopicPartition}); err != nil {
 		return fmt.Errorf("pause %s: %w", m.TopicPartition, err)
 	}
-	d := &deadLetter{m: m, reason: reason, report: make(chan kafka.Event, 1), backoff: 100 * time.Millisecond}
-	r.pending[m.TopicPartition.Partition] = d
-	return r.send(d)
-}
-
-func (r *Receiver) send(d *deadLetter) error {
-	d.retry = time.Time{}
-	err := r.dlq.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &r.opts.DLQTopic, Partition: kafka.PartitionAny},
-		Key: d.m.Key, Value: d.m.Value, Headers: dlqHeaders(d.m, d.reason)}, d.report)
-	if err != nil {
-		return r.failed(d, err)
-	}
+	r.pending[m.TopicPartition.Partition] = &deadLetter{m: m, reason: reason, report: make(chan kafka.Event, 1),
+		backoff: 100 * time.Millisecond, retry: time.Now()}
 	return nil
 }
 
@@ -87,15 +72,17 @@ func dlqHeaders(m *kafka.Message, reason error) []kafka.Header {
 	if len(why) > maxErrorBytes {
 		why = strings.ToValidUTF8(why[:maxErrorBytes], "")
 	}
-	return append(append(make([]kafka.Header, 0, len(m.Headers)+4), m.Headers...),
-		kafka.Header{Key: "dlq.error", Value: []byte(why)}, kafka.Header{Key: "dlq.topic", Value: []byte(*tp.Topic)},
+	return append(slices.Clone(m.Headers), kafka.Header{Key: "dlq.error", Value: []byte(why)},
+		kafka.Header{Key: "dlq.topic", Value: []byte(*tp.Topic)},
 		kafka.Header{Key: "dlq.partition", Value: []byte(strconv.Itoa(int(tp.Partition)))},
 		kafka.Header{Key: "dlq.offset", Value: []byte(strconv.Itoa(int(tp.Offset)))})
 }
 
-// deadLetters finishes the writes the broker acknowledged: only now is the
-// offset stored and the partition resumed. It retries failed writes after
-// their backoff, and returns an error for one only a person can fix.
+// deadLetters starts the writes that are due and finishes those the broker
+// acknowledged: only now is the offset stored and the partition resumed. A
+// failed write is retried with backoff (100 ms doubling to 5 s: timeouts, a
+// broker away, a full queue), unless only a person can fix it: then it
+// returns the error.
 func (r *Receiver) deadLetters() error {
 	for len(r.dlq.Events()) > 0 { // client errors; "all brokers are down" is in librdkafka's lines already
 		if kerr, ok := (<-r.dlq.Events()).(kafka.Error); ok && kerr.Code() != kafka.ErrAllBrokersDown {
@@ -104,45 +91,34 @@ func (r *Receiver) deadLetters() error {
 	}
 	for _, d := range r.pending {
 		var err error
+		tp := d.m.TopicPartition
 		select {
 		case e := <-d.report:
-			if err = e.(*kafka.Message).TopicPartition.Error; err != nil {
-				err = r.failed(d, err)
-				break
-			}
-			tp := d.m.TopicPartition
-			delete(r.pending, tp.Partition)
-			r.res.DeadLettered++
-			r.log.Warn("Dead-lettered", "reason", d.reason, "partition", tp.Partition, "offset", int64(tp.Offset), "dlq", r.opts.DLQTopic)
-			r.handled(d.m)
-			if err = r.c.Resume([]kafka.TopicPartition{tp}); err != nil {
-				err = fmt.Errorf("resume %s: %w", tp, err)
+			if err = e.(*kafka.Message).TopicPartition.Error; err == nil {
+				delete(r.pending, tp.Partition)
+				r.res.DeadLettered++
+				r.log.Warn("Dead-lettered", "reason", d.reason, "partition", tp.Partition, "offset", int64(tp.Offset), "dlq", r.cfg.DLQTopic)
+				r.handled(d.m)
+				if err := r.c.Resume([]kafka.TopicPartition{tp}); err != nil {
+					return fmt.Errorf("resume %s: %w", tp, err)
+				}
 			}
 		default:
-			if !d.retry.IsZero() && time.Now().After(d.retry) {
-				err = r.send(d)
+			if !d.retry.IsZero() && !time.Now().Before(d.retry) {
+				d.retry = time.Time{}
+				err = r.dlq.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &r.cfg.DLQTopic, Partition: kafka.PartitionAny},
+					Key: d.m.Key, Value: d.m.Value, Headers: dlqHeaders(d.m, d.reason)}, d.report)
 			}
 		}
-		if err != nil {
-			return err
+		if err != nil && permanent(err) {
+			return fmt.Errorf("cannot dead-letter offset %d of %s[%d] to %q: %w (%s)",
+				tp.Offset, *tp.Topic, tp.Partition, r.cfg.DLQTopic, err, codeName(err))
+		} else if err != nil {
+			r.log.Warn("Dead-letter write failed, retrying", "dlq", r.cfg.DLQTopic, "partition", tp.Partition,
+				"offset", int64(tp.Offset), "in", d.backoff, "err", err)
+			d.retry, d.backoff = time.Now().Add(d.backoff), min(2*d.backoff, 5*time.Second)
 		}
 	}
-	return nil
-}
-
-// failed stops the consumer for a permanent error, or retries with backoff
-// (100 ms doubling to 5 s): timeouts, a broker away, a full queue.
-func (r *Receiver) failed(d *deadLetter, err error) error {
-	tp := d.m.TopicPartition
-	if permanent(err) {
-		var kerr kafka.Error
-		errors.As(err, &kerr)
-		return fmt.Errorf("cannot dead-letter offset %d of %s[%d] to %q: %w (%s)",
-			tp.Offset, *tp.Topic, tp.Partition, r.opts.DLQTopic, err, codeName(kerr.Code()))
-	}
-	r.log.Warn("Dead-letter write failed, retrying", "dlq", r.opts.DLQTopic, "partition", tp.Partition,
-		"offset", int64(tp.Offset), "in", d.backoff, "err", err)
-	d.retry, d.backoff = time.Now().Add(d.backoff), min(2*d.backoff, 5*time.Second)
 	return nil
 }
 
@@ -164,6 +140,141 @@ func permanent(err error) bool {
 	return errors.As(err, &kerr) && (permanentCodes[kerr.Code()] != "" || kerr.IsFatal())
 }
 
-func codeName(c kafka.ErrorCode) string {
-	return cmp.Or(permanentCodes[c], fmt.Sprintf("error code %d", int(c)))
+// codeName is the name of err's Kafka error code.
+func codeName(err error) string {
+	var kerr kafka.Error
+	errors.As(err, &kerr)
+	return cmp.Or(permanentCodes[kerr.Code()], fmt.Sprintf("error code %d", int(kerr.Code())))
+}
+
+// Admin is the part of *kafka.AdminClient that EnsureTopics uses.
+type Admin interface {
+	CreateTopics(context.Context, []kafka.TopicSpecification, ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error)
+	DescribeConfigs(context.Context, []kafka.ConfigResource, ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+	IncrementalAlterConfigs(context.Context, []kafka.ConfigResource, ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
+}
+
+// EnsureTopics creates the topic and the dead-letter topic unless they
+// exist, so that the consumer can start before the producer, and gives the
+// dead-letter topic and producer room for anything the topic takes plus the
+// dead-letter headers. Its errors say whether Kafka was out of reach within
+// timeout or refused. A nil admin is the cluster's admin API.
+func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	r.admin, r.timeout = admin, timeout
+	if admin == nil {
+		a, err := kafka.NewAdminClientFromProducer(r.dlq)
+		if err != nil {
+			return fmt.Errorf("create admin client: %w", err)
+		}
+		defer a.Close()
+		r.admin = a
+	}
+	if _, err := r.ensure(ctx, r.cfg.Topic, nil); err != nil {
+		return err
+	}
+	limit, err := r.maxMessageBytes(ctx, r.cfg.Topic)
+	if err != nil {
+		return err
+	}
+	want, topic := limit+headroom, r.cfg.DLQTopic
+	created, err := r.ensure(ctx, topic, map[string]string{"max.message.bytes": strconv.Itoa(want)})
+	have := want
+	if err == nil && !created {
+		have, err = r.maxMessageBytes(ctx, topic)
+	}
+	if err == nil && have < want {
+		res, aerr := r.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic,
+			Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: strconv.Itoa(want), IncrementalOperation: kafka.AlterConfigOpTypeSet}}}})
+		if err = firstErr(aerr, res); err != nil {
+			return r.fail(fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", topic, have, want), err)
+		}
+		r.log.Info("Raised max.message.bytes of the dead-letter topic", "topic", topic, "from", have, "to", want, "source_limit", limit)
+	}
+	if err != nil {
+		return err
+	}
+	p, err := r.newDeadLetterProducer(want) // message.max.bytes is fixed at creation
+	if err == nil {
+		r.dlq.Close()
+		r.dlq = p
+	}
+	return err
+}
+
+// firstErr is err, or the error of the first result of an admin request.
+func firstErr(err error, res []kafka.ConfigResourceResult) error {
+	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
+		return res[0].Error
+	}
+	return err
+}
+
+// ensure creates topic through the admin API unless it is ready (never by
+// the broker's auto-creation), with one partition and the broker's defaults,
+// and waits until every partition has a leader, so that the subscription
+// does not race its propagation. It reports whether it created the topic.
+func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]string) (created bool, err error) {
+	for asked := false; ; {
+		md, err := r.dlq.GetMetadata(&topic, false, 1000)
+		if err == nil {
+			t, ok := md.Topics[topic]
+			switch code := t.Error.Code(); {
+			case ok && code != kafka.ErrNoError && code != kafka.ErrUnknownTopicOrPart && code != kafka.ErrLeaderNotAvailable:
+				return created, r.fail(fmt.Sprintf("the metadata of topic %q", topic), t.Error)
+			case ok && code == kafka.ErrNoError && len(t.Partitions) > 0 &&
+				!slices.ContainsFunc(t.Partitions, func(p kafka.PartitionMetadata) bool { return p.Leader < 0 }):
+				return created, nil
+			case !asked:
+				asked = true
+				res, err := r.admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, Config: config}})
+				if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrTopicAlreadyExists { // else created meanwhile
+					if created = res[0].Error.Code() == kafka.ErrNoError; !created {
+						err = res[0].Error
+					}
+				}
+				if err != nil {
+					return false, r.fail(fmt.Sprintf("creating topic %q", topic), err)
+				}
+				if created {
+					r.log.Info("Created topic", "topic", topic)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return created, r.fail(fmt.Sprintf("looking up topic %q", topic), err)
+			}
+			return created, fmt.Errorf("topic %q created but has no leader after %s", topic, r.timeout)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// maxMessageBytes is the topic's max.message.bytes: its own, or the broker's default.
+func (r *Receiver) maxMessageBytes(ctx context.Context, topic string) (int, error) {
+	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
+	what := fmt.Sprintf("describing topic %q", topic)
+	if err = firstErr(err, res); err != nil {
+		return 0, r.fail(what, err)
+	}
+	n, err := strconv.Atoi(res[0].Config["max.message.bytes"].Value)
+	if err != nil || n <= 0 {
+		//lint:ignore ST1005 Kafka is a name
+		return 0, fmt.Errorf("Kafka at %s answered %s without a max.message.bytes", r.cfg.BootstrapServers, what)
+	}
+	return n, nil
+}
+
+// fail words a failed request: refused by the cluster (a broker's error
+// code, positive), or no answer (librdkafka's negative codes, and the rest).
+func (r *Receiver) fail(what string, err error) error {
+	var kerr kafka.Error
+	if errors.As(err, &kerr) && kerr.Code() > 0 {
+		//lint:ignore ST1005 Kafka is a name
+		return fmt.Errorf("Kafka at %s refused %s: %s: %w", r.cfg.BootstrapServers, what, codeName(err), err)
+	}
+	return fmt.Errorf("cannot reach Kafka at %s within %s: %s: %w", r.cfg.BootstrapServers, r.timeout, what, err)
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 )
 
 func TestReceiver_deadLettersAMessageOfAlmostAMegabyte(t *testing.T) {
@@ -39,8 +41,8 @@ func TestReceiver_deadLettersAMessageOfAlmostAMegabyte(t *testing.T) {
 
 	var out syncBuffer
 	// The event after the big message arrives only once the big one was written.
-	r := newReceiver(t, mc, &out, Options{Count: 1, Admin: &fakeAdmin{mc: mc, limits: map[string]int{}}}, nil)
-	if err := r.EnsureTopics(context.Background(), 10*time.Second); err != nil {
+	r := newReceiver(t, mc, &out, config.Config{Count: 1}, nil)
+	if err := r.EnsureTopics(context.Background(), &fakeAdmin{mc: mc, limits: map[string]int{}}, 10*time.Second); err != nil {
 		t.Fatalf("EnsureTopics: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -61,7 +63,7 @@ func TestReceiver_stopsWhenTheDeadLetterTopicRefuses(t *testing.T) {
 	// whose dead-letter topic was made too small would.
 	produce(t, mc.BootstrapServers(), goodEvent(1), goodEvent(2), rawMessage("", strings.Repeat("x", 10_000)), goodEvent(3))
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{}, kafka.ConfigMap{"message.max.bytes": 5000, "auto.commit.interval.ms": 100})
+	r := newReceiver(t, mc, &out, config.Config{}, kafka.ConfigMap{"message.max.bytes": 5000, "auto.commit.interval.ms": 100})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	res, err := r.Run(ctx)
@@ -105,7 +107,7 @@ func TestReceiver_keepsPollingWhileTheDeadLetterTopicIsAway(t *testing.T) {
 	}
 
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{}, kafka.ConfigMap{
+	r := newReceiver(t, mc, &out, config.Config{}, kafka.ConfigMap{
 		"max.poll.interval.ms": 6000, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
 		"auto.commit.interval.ms": 100, "message.timeout.ms": 1000,
 	})
@@ -175,7 +177,7 @@ func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{}, nil)
+	r := newReceiver(t, mc, &out, config.Config{}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
@@ -201,7 +203,7 @@ func TestReceiver_closeKeepsToItsBudget(t *testing.T) {
 func TestReceiver_givesUpADeadLetterWhosePartitionGoes(t *testing.T) {
 	mc := mockCluster(t)
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{}, nil)
+	r := newReceiver(t, mc, &out, config.Config{}, nil)
 	t.Cleanup(r.Close)
 	tp := kafka.TopicPartition{Topic: new(topic), Partition: 0, Offset: 7}
 	d := &deadLetter{m: &kafka.Message{TopicPartition: tp}, reason: errors.New("bad"), report: make(chan kafka.Event, 1)}

@@ -7,11 +7,11 @@
 package receiver
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 	"github.com/event-driven-go/kafka-go/consumer/internal/event"
 )
 
@@ -29,16 +30,6 @@ const (
 	maxSources     = 10_000          // (partition, source) pairs remembered for duplicates
 )
 
-// Options configures a Receiver.
-type Options struct {
-	Topic, DLQTopic, Group string
-	Count                  int           // stop after this many events; 0: until ctx ends
-	LogEvents              bool          // log "Received: ..." for each event
-	StallAfter             time.Duration // silence that counts as a leader stall; 0: 15 s
-	Admin                  Admin         // nil: the cluster's admin API
-	Kafka                  kafka.ConfigMap
-}
-
 // Result counts what one run did; Elapsed runs from the first event to the last.
 type Result struct {
 	Received, Duplicates, DeadLettered, Recovered int64
@@ -47,24 +38,25 @@ type Result struct {
 
 // Receiver owns a group consumer and the producer of its dead-letter topic.
 type Receiver struct {
-	c            *kafka.Consumer
-	dlq          *kafka.Producer
-	cm, dlqProps kafka.ConfigMap
-	opts         Options
-	log          *slog.Logger
-	now          func() time.Time
-	res          Result
-	first, last  time.Time
-	storeEvery   int
-	toStore      map[int32]kafka.TopicPartition // offset after the last event handled, per partition
-	unstored     int64
-	storedAt     time.Time
-	uncommitted  atomic.Int64 // events handled since the last commit
-	highest      map[fromSource]uint64
-	pending      map[int32]*deadLetter
-	stall        stallWatch
-	logs         chan kafka.LogEvent // librdkafka's lines, of both clients
-	logsDone     chan struct{}
+	cfg                                            config.Config
+	c                                              *kafka.Consumer
+	dlq                                            *kafka.Producer
+	cm, dlqCM                                      kafka.ConfigMap
+	log                                            *slog.Logger
+	now                                            func() time.Time // the handler's clock
+	res                                            Result
+	first, last, storedAt, stalledSince, nextCheck time.Time
+	storeEvery, unstored                           int
+	toStore                                        map[int32]kafka.TopicPartition // offset after the last event handled
+	uncommitted                                    atomic.Int64                   // events handled since the last commit
+	highest                                        map[fromSource]uint64
+	pending                                        map[int32]*deadLetter
+	lastMsg                                        map[int32]time.Time
+	stallAfter                                     time.Duration
+	admin                                          Admin // of EnsureTopics
+	timeout                                        time.Duration
+	logs                                           chan kafka.LogEvent // librdkafka's lines, of both clients
+	logsDone                                       chan struct{}
 }
 
 // fromSource is where ids count up: one source's events on one partition.
@@ -75,32 +67,30 @@ type fromSource struct {
 
 // New creates the consumer and the dead-letter producer; its errors come
 // from the client configuration.
-func New(opts Options, log *slog.Logger) (*Receiver, error) {
-	r := &Receiver{opts: opts, log: log, now: time.Now, storeEvery: storeEvery, toStore: map[int32]kafka.TopicPartition{},
-		highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{}),
-		stall: stallWatch{after: cmp.Or(opts.StallAfter, 15*time.Second), last: map[int32]time.Time{}, quiet: map[int32]time.Time{}}}
+func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
+	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, stallAfter: 15 * time.Second,
+		toStore: map[int32]kafka.TopicPartition{}, highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{},
+		lastMsg: map[int32]time.Time{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{})}
 	// Start from the oldest event when the group has no offset yet, so that
 	// events sent while no consumer ran are not skipped. librdkafka waits a
 	// second to refill a full local queue, which stalls a fast reader.
 	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
-	r.dlqProps = kafka.ConfigMap{"go.logs.channel.enable": true, "go.logs.channel": r.logs}
-	for k, v := range opts.Kafka {
+	r.dlqCM = kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
+	for k, v := range cfg.Kafka {
 		r.cm[k] = v
 		if !consumerOnly(k) {
-			r.dlqProps[k] = v
+			r.dlqCM[k] = v
 		}
 	}
 	// At-least-once: handle stores offsets itself, after handling; the
 	// background commit sends stored offsets only.
-	for k, v := range map[string]any{"enable.auto.offset.store": false, "enable.auto.commit": true, "group.id": opts.Group,
-		"go.logs.channel.enable": true, "go.logs.channel": r.logs} {
-		r.cm[k] = v
-	}
+	maps.Copy(r.cm, kafka.ConfigMap{"enable.auto.offset.store": false, "enable.auto.commit": true, "group.id": cfg.Group,
+		"bootstrap.servers": cfg.BootstrapServers, "go.logs.channel.enable": true, "go.logs.channel": r.logs})
 	var err error
 	if r.c, err = kafka.NewConsumer(&r.cm); err != nil {
 		return nil, fmt.Errorf("create consumer: %w", err)
 	}
-	if r.dlq, err = newDeadLetterProducer(r.dlqProps, 0); err != nil {
+	if r.dlq, err = r.newDeadLetterProducer(0); err != nil {
 		_ = r.c.Close()
 		return nil, err
 	}
@@ -137,22 +127,12 @@ func (r *Receiver) Run(ctx context.Context) (Result, error) {
 	return r.res, err
 }
 
-func (r *Receiver) subscribe() error {
-	if err := r.c.SubscribeTopics([]string{r.opts.Topic}, r.rebalanced); err != nil {
-		return fmt.Errorf("subscribe to %q: %w", r.opts.Topic, err)
-	}
-	return nil
-}
-
 func (r *Receiver) consume(ctx context.Context) error {
-	if err := r.subscribe(); err != nil {
-		return err
-	}
-	for ctx.Err() == nil && (r.opts.Count == 0 || r.res.Received < int64(r.opts.Count)) {
-		var err error
+	err := r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
+	for err == nil && ctx.Err() == nil && (r.cfg.Count == 0 || r.res.Received < int64(r.cfg.Count)) {
 		switch e := r.c.Poll(100).(type) {
 		case *kafka.Message:
-			r.stall.last[e.TopicPartition.Partition] = time.Now()
+			r.lastMsg[e.TopicPartition.Partition] = time.Now()
 			err = r.handle(e)
 		case kafka.Error:
 			if e.IsFatal() {
@@ -164,17 +144,14 @@ func (r *Receiver) consume(ctx context.Context) error {
 		case nil:
 			r.store() // idle: nothing to batch with
 		}
-		if err != nil {
-			return err
+		if err == nil {
+			err = r.deadLetters()
 		}
-		if err := r.deadLetters(); err != nil {
-			return err
-		}
-		if err := r.checkStall(ctx); err != nil {
-			return err
+		if err == nil {
+			err = r.checkStall(ctx)
 		}
 	}
-	return nil
+	return err
 }
 
 // handle is the tutorial's handler: print "Received: 15:04:05". A message
@@ -203,10 +180,10 @@ func (r *Receiver) handle(m *kafka.Message) error {
 		}
 		r.highest[k] = max(high, id)
 	}
-	if r.opts.LogEvents {
-		attrs := make([]any, 0, 10)
+	if r.cfg.LogEvents {
+		var attrs []any
 		if ev.ID != "" {
-			attrs = append(attrs, "id", ev.ID)
+			attrs = []any{"id", ev.ID}
 		}
 		attrs = append(attrs, "partition", p, "offset", int64(m.TopicPartition.Offset))
 		if !ev.Time.IsZero() {
@@ -221,14 +198,14 @@ func (r *Receiver) handle(m *kafka.Message) error {
 	return nil
 }
 
-// handled marks m's offset for storing, now that it was handled. Offsets
-// are stored in batches, one cgo call per storeEvery events or per second.
+// handled marks m's offset for storing, now that it was handled, in
+// batches: one cgo call per storeEvery events or per second.
 func (r *Receiver) handled(m *kafka.Message) {
 	tp := m.TopicPartition
 	tp.Offset++
 	r.toStore[tp.Partition] = tp
 	r.uncommitted.Add(1)
-	if r.unstored++; r.unstored >= int64(r.storeEvery) || time.Since(r.storedAt) > time.Second {
+	if r.unstored++; r.unstored >= r.storeEvery || time.Since(r.storedAt) > time.Second {
 		r.store()
 	}
 }
@@ -236,28 +213,23 @@ func (r *Receiver) handled(m *kafka.Message) {
 // store stores the offsets after the events handled, for the next commit.
 func (r *Receiver) store() {
 	r.storedAt, r.unstored = time.Now(), 0
-	if len(r.toStore) == 0 {
-		return
-	}
-	tps := make([]kafka.TopicPartition, 0, len(r.toStore))
-	for _, tp := range r.toStore {
-		tps = append(tps, tp)
-	}
-	clear(r.toStore)
-	if _, err := r.c.StoreOffsets(tps); err != nil { // a partition went meanwhile: its next owner reads them again
-		r.log.Warn("Offsets not stored", "offsets", fmt.Sprint(tps), "err", err)
+	if tps := slices.Collect(maps.Values(r.toStore)); len(tps) > 0 {
+		clear(r.toStore)
+		if _, err := r.c.StoreOffsets(tps); err != nil { // a partition went meanwhile: its next owner reads them again
+			r.log.Warn("Offsets not stored", "offsets", fmt.Sprint(tps), "err", err)
+		}
 	}
 }
 
-// committed reports a commit that failed: until one succeeds, a restart
-// would deliver the events since the last commit again.
+// committed warns of a failed commit: until one succeeds, a restart would
+// deliver the events since the last commit again.
 func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 	var kerr kafka.Error
 	if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
 		r.log.Warn("Commit failed; events handled since the last commit will be delivered again", "err", err)
 		return
 	}
-	r.uncommitted.Store(r.unstored)
+	r.uncommitted.Store(int64(r.unstored))
 	for _, tp := range offsets {
 		if tp.Error != nil {
 			r.log.Warn("Commit failed for a partition", "partition", tp.Partition, "offset", int64(tp.Offset), "err", tp.Error)
@@ -265,15 +237,15 @@ func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 	}
 }
 
-// rebalanced stores and commits what was handled before partitions go, so
+// rebalanced commits on revoke what was handled before partitions go, so
 // that their next owner starts after it. A dead-letter write pending for a
-// partition that goes is given up: its offset was never stored, so the
-// next owner reads the message again.
+// partition that goes is given up: its offset was never stored, so the next
+// owner reads the message again.
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 	switch e := e.(type) {
 	case kafka.AssignedPartitions:
 		for _, tp := range e.Partitions {
-			r.stall.last[tp.Partition] = time.Now()
+			r.lastMsg[tp.Partition] = time.Now()
 		}
 		r.log.Info("Partitions assigned", "partitions", partitions(e.Partitions))
 	case kafka.RevokedPartitions:
@@ -286,8 +258,7 @@ func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 				_ = c.Resume([]kafka.TopicPartition{tp}) // should it come back, not paused
 			}
 			delete(r.toStore, tp.Partition)
-			delete(r.stall.last, tp.Partition)
-			delete(r.stall.quiet, tp.Partition)
+			delete(r.lastMsg, tp.Partition)
 		}
 		r.log.Info("Partitions revoked", "partitions", partitions(e.Partitions), "lost", c.AssignmentLost())
 	}
@@ -310,7 +281,7 @@ func (r *Receiver) Close() {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		r.closeConsumer(time.Now().Add(shutdownBudget))
+		r.closeConsumer()
 		// Pending writes never had their offsets stored: their messages come again.
 		_ = r.dlq.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 		r.dlq.Close()
@@ -326,8 +297,9 @@ func (r *Receiver) Close() {
 
 // closeConsumer commits and gives the partitions up before closing: closing
 // a consumer while a rebalance is pending can hang inside librdkafka.
-func (r *Receiver) closeConsumer(deadline time.Time) {
+func (r *Receiver) closeConsumer() {
 	r.commit()
+	deadline := time.Now().Add(shutdownBudget)
 	if err := r.c.Unsubscribe(); err == nil {
 		for a, err := r.c.Assignment(); err == nil && len(a) > 0 && time.Now().Before(deadline); a, err = r.c.Assignment() {
 			r.c.Poll(100)
@@ -344,4 +316,101 @@ func partitions(tps []kafka.TopicPartition) string {
 		s[i] = fmt.Sprintf("%s[%d]", *tp.Topic, tp.Partition)
 	}
 	return strings.Join(s, ",")
+}
+
+// A client can stop receiving while its cluster is fine: librdkafka skips a
+// metadata update that gives a partition no leader, and may then keep it
+// without a usable leader for good (confluentinc/librdkafka#5430).
+// checkStall looks for that symptom every third of stallAfter: partitions
+// (not paused for a dead letter) that delivered nothing although they have
+// something to read and a fresh metadata request names their leader. Seen at
+// every check for stallAfter (from the first, so that a broker back from a
+// long outage gets stallAfter to resume), it re-creates the client, which
+// resumes from the committed offsets: events may come twice, none is lost.
+func (r *Receiver) checkStall(ctx context.Context) error {
+	now := time.Now()
+	if now.Before(r.nextCheck) || ctx.Err() != nil {
+		return nil
+	}
+	r.nextCheck = now.Add(r.stallAfter / 3)
+	var md *kafka.Metadata // one request per check, when needed
+	var parts, client, broker []string
+	for p, last := range r.lastMsg {
+		if r.pending[p] != nil || now.Sub(last) < r.stallAfter/3 {
+			continue
+		}
+		pos, high, behind := r.behind(p)
+		if !behind {
+			continue
+		}
+		if md == nil {
+			var err error
+			if md, err = r.freshMetadata(); err != nil {
+				r.stalledSince = time.Time{} // the cluster does not answer either: an outage, not a stall
+				return nil
+			}
+		}
+		for _, pm := range md.Topics[r.cfg.Topic].Partitions {
+			if pm.ID == p && pm.Leader >= 0 {
+				parts = append(parts, fmt.Sprint(p))
+				client = append(client, fmt.Sprintf("partition %d: no message for %s at position %d", p, now.Sub(last).Round(time.Second), pos))
+				broker = append(broker, fmt.Sprintf("partition %d: leader %d, high watermark %d", p, pm.Leader, high))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		r.stalledSince = time.Time{}
+		return nil
+	}
+	if r.stalledSince.IsZero() {
+		r.stalledSince = now
+	}
+	if now.Sub(r.stalledSince) < r.stallAfter || ctx.Err() != nil {
+		return nil
+	}
+	r.log.Warn("Leader stall: re-creating the Kafka client", "topic", r.cfg.Topic, "partitions", strings.Join(parts, ","),
+		"client", strings.Join(client, "; "), "broker", strings.Join(broker, "; "))
+	// Should the stuck client hang in its commit or close, the watchdog ends the process.
+	r.closeConsumer()
+	clear(r.pending) // their offsets were never stored: the messages come again
+	clear(r.lastMsg)
+	r.stalledSince = time.Time{}
+	c, err := kafka.NewConsumer(&r.cm)
+	if err != nil {
+		return fmt.Errorf("re-create consumer: %w", err)
+	}
+	r.c = c
+	r.res.Recovered++
+	return r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
+}
+
+// freshMetadata asks through a short-lived client: the stuck one may no
+// longer reach any broker although they are up.
+func (r *Receiver) freshMetadata() (*kafka.Metadata, error) {
+	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
+	maps.Copy(cm, r.dlqCM)
+	a, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	return a.GetMetadata(&r.cfg.Topic, false, 1000)
+}
+
+// behind reports partition p's position (the committed offset while nothing
+// was read) and high watermark, and whether there is something to read.
+func (r *Receiver) behind(p int32) (pos, high int64, ok bool) {
+	tp := []kafka.TopicPartition{{Topic: &r.cfg.Topic, Partition: p}}
+	ps, err := r.c.Position(tp)
+	if err != nil || ps[0].Offset < 0 {
+		if ps, err = r.c.Committed(tp, 1000); err != nil || ps[0].Offset < 0 {
+			return 0, 0, false
+		}
+	}
+	// Where the leader does not answer, the high watermark of the last
+	// fetch still shows whether the client fell behind.
+	if _, high, err = r.c.QueryWatermarkOffsets(r.cfg.Topic, p, 1000); err != nil {
+		_, high, err = r.c.GetWatermarkOffsets(r.cfg.Topic, p)
+	}
+	return int64(ps[0].Offset), high, err == nil && int64(ps[0].Offset) < high
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 	"github.com/event-driven-go/kafka-go/consumer/internal/event"
 )
 
@@ -80,20 +82,24 @@ func (s *syncBuffer) records(t *testing.T, prefix string) []map[string]any {
 	return out
 }
 
-func newReceiver(t *testing.T, mc *kafka.MockCluster, out *syncBuffer, opts Options, props kafka.ConfigMap) *Receiver {
+func newReceiver(t *testing.T, mc *kafka.MockCluster, out *syncBuffer, cfg config.Config, props kafka.ConfigMap) *Receiver {
 	t.Helper()
-	opts.Topic, opts.DLQTopic = topic, topic+".dlq"
-	if opts.Group == "" {
-		opts.Group = "test-group"
+	cfg.Topic, cfg.DLQTopic, cfg.BootstrapServers = topic, topic+".dlq", mc.BootstrapServers()
+	if cfg.Group == "" {
+		cfg.Group = "test-group"
 	}
-	if opts.Group != quietGroup {
-		opts.LogEvents = true
+	if cfg.Group != quietGroup {
+		cfg.LogEvents = true
 	}
-	opts.Kafka = kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}
+	cfg.Kafka = map[string]string{}
 	for k, v := range props {
-		opts.Kafka[k] = v
+		if k == "bootstrap.servers" {
+			cfg.BootstrapServers = fmt.Sprint(v)
+		} else {
+			cfg.Kafka[k] = fmt.Sprint(v)
+		}
 	}
-	r, err := New(opts, jsonLog(out, slog.LevelInfo))
+	r, err := New(cfg, jsonLog(out, slog.LevelInfo))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -192,7 +198,7 @@ func TestReceiver_measuresTheRunAndLogsNoEventsWhenQuiet(t *testing.T) {
 	}
 	produce(t, mc.BootstrapServers(), msgs...)
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{Count: n, Group: quietGroup}, nil)
+	r := newReceiver(t, mc, &out, config.Config{Count: n, Group: quietGroup}, nil)
 	// Event k (from 1) is handled k ms after the start.
 	start, calls := time.Now(), 0
 	r.now = func() time.Time { calls++; return start.Add(time.Duration(calls) * time.Millisecond) }
@@ -218,7 +224,7 @@ func TestReceiver_receivesEveryEventOnceInOrder(t *testing.T) {
 	produce(t, mc.BootstrapServers(), msgs...)
 
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{Count: n}, nil)
+	r := newReceiver(t, mc, &out, config.Config{Count: n}, nil)
 	res, err := r.Run(context.Background())
 	if err != nil {
 		t.Fatalf("Run: %v", err)
@@ -244,7 +250,7 @@ func TestReceiver_acceptsTutorialFormatsWithoutHeaders(t *testing.T) {
 		rawMessage("", `"13:14:15"`),                // the article text's producer
 	)
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{Count: 2}, nil)
+	r := newReceiver(t, mc, &out, config.Config{Count: 2}, nil)
 	res, err := r.Run(context.Background())
 	if err != nil || res.Received != 2 || res.DeadLettered != 0 {
 		t.Fatalf("Run = %+v, %v; want both received", res, err)
@@ -281,7 +287,7 @@ func TestReceiver_malformedMessagesGoToDLQ(t *testing.T) {
 	produce(t, mc.BootstrapServers(), all...)
 
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{}, nil)
+	r := newReceiver(t, mc, &out, config.Config{}, nil)
 	res := runUntil(t, r, 15*time.Second, func() bool { return len(out.records(t, "Received: ")) >= good })
 	if res.Received != int64(good) || res.DeadLettered != int64(len(bad)) {
 		t.Fatalf("result %+v, want %d received and %d dead-lettered", res, good, len(bad))
@@ -335,7 +341,7 @@ func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
 	// behind without a close, like a process that hangs. Its background
 	// commits go on until it leaves the group.
 	var outA syncBuffer
-	a := newReceiver(t, mc, &outA, Options{}, props)
+	a := newReceiver(t, mc, &outA, config.Config{}, props)
 	// Stores in batches of 10: event 80 ends a batch, event 81 is in none.
 	a.storeEvery = 10
 	calls := 0
@@ -361,7 +367,7 @@ func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
 	// The second consumer gets the partition once the first was evicted,
 	// and must start with the event the first one died on.
 	var outB syncBuffer
-	b := newReceiver(t, mc, &outB, Options{}, props)
+	b := newReceiver(t, mc, &outB, config.Config{}, props)
 	runUntil(t, b, 30*time.Second, func() bool { return len(outB.records(t, "Received: ")) >= n-handled })
 	got := outB.records(t, "Received: ")
 	if len(got) == 0 || got[0]["id"] != strconv.Itoa(handled+1) {
@@ -487,8 +493,8 @@ func TestNew_keepsConsumerPropertiesOffTheDeadLetterProducer(t *testing.T) {
 				t.Errorf("consumerOnly(%q) = %v, want %v", tt.key, got, tt.only)
 			}
 			var out syncBuffer
-			r, err := New(Options{Topic: topic, DLQTopic: topic + ".dlq", Group: "g", Kafka: kafka.ConfigMap{
-				"bootstrap.servers": mc.BootstrapServers(), tt.key: tt.value}}, jsonLog(&out, slog.LevelDebug))
+			r, err := New(config.Config{Topic: topic, DLQTopic: topic + ".dlq", Group: "g", BootstrapServers: mc.BootstrapServers(),
+				Kafka: map[string]string{tt.key: fmt.Sprint(tt.value)}}, jsonLog(&out, slog.LevelDebug))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -526,7 +532,7 @@ func TestReceiver_commitsBeforePartitionsMove(t *testing.T) {
 	// the test fails only when both are gone.
 	props := kafka.ConfigMap{"auto.commit.interval.ms": 600_000, "group.protocol": "consumer"}
 	var outA, outB syncBuffer
-	a := newReceiver(t, mc, &outA, Options{}, props)
+	a := newReceiver(t, mc, &outA, config.Config{}, props)
 	ctxA, cancelA := context.WithCancel(context.Background())
 	defer cancelA()
 	doneA := make(chan struct{})
@@ -536,7 +542,7 @@ func TestReceiver_commitsBeforePartitionsMove(t *testing.T) {
 	}()
 	waitFor(t, 20*time.Second, "the first consumer's events", func() bool { return len(outA.records(t, "Received: ")) == n })
 
-	b := newReceiver(t, mc, &outB, Options{}, props)
+	b := newReceiver(t, mc, &outB, config.Config{}, props)
 	ids := func(buf *syncBuffer) map[string]int {
 		seen := map[string]int{}
 		for _, rec := range buf.records(t, "Received: ") {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 )
 
 func TestReceiver_recreatesAStalledClient(t *testing.T) {
@@ -23,10 +25,11 @@ func TestReceiver_recreatesAStalledClient(t *testing.T) {
 	// while most events are still to read. The mock cluster's classic
 	// groups give a closed member's partitions to the next one only after
 	// the session timeout (45 s); its consumer protocol (KIP-848) at once.
-	r := newReceiver(t, mc, &out, Options{StallAfter: 2 * time.Second}, kafka.ConfigMap{
+	r := newReceiver(t, mc, &out, config.Config{}, kafka.ConfigMap{
 		"max.partition.fetch.bytes": 2000, "queued.max.messages.kbytes": 1, "queued.min.messages": 5,
 		"auto.commit.interval.ms": 100, "group.protocol": "consumer",
 	})
+	r.stallAfter = 2 * time.Second
 	r.now = func() time.Time { time.Sleep(5 * time.Millisecond); return time.Now() }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -74,7 +77,8 @@ func TestReceiver_caughtUpIsNoStall(t *testing.T) {
 	mc := mockCluster(t)
 	produce(t, mc.BootstrapServers(), goodEvent(1), goodEvent(2), goodEvent(3))
 	var out syncBuffer
-	r := newReceiver(t, mc, &out, Options{StallAfter: time.Second}, nil)
+	r := newReceiver(t, mc, &out, config.Config{}, nil)
+	r.stallAfter = time.Second
 	var quietSince time.Time
 	res := runUntil(t, r, 20*time.Second, func() bool {
 		if quietSince.IsZero() && len(out.records(t, "Received: ")) == 3 {
@@ -108,18 +112,19 @@ func produceSingly(t *testing.T, bootstrap string, n int) {
 }
 
 func TestReceiver_outageLongerThanStallAfterIsNoStall(t *testing.T) {
-	// The broker goes away for twice StallAfter with events left to read.
+	// The broker goes away for twice stallAfter with events left to read.
 	// Once it is back the client resumes by itself: the check must give it
-	// StallAfter from then, not count the outage as a stall.
+	// stallAfter from then, not count the outage as a stall.
 	mc := mockCluster(t)
 	const n = 300
 	produceSingly(t, mc.BootstrapServers(), n)
 	var out syncBuffer
 	const stallAfter = 2 * time.Second
-	r := newReceiver(t, mc, &out, Options{StallAfter: stallAfter}, kafka.ConfigMap{
+	r := newReceiver(t, mc, &out, config.Config{}, kafka.ConfigMap{
 		"max.partition.fetch.bytes": 2000, "queued.max.messages.kbytes": 1, "queued.min.messages": 5,
 		"reconnect.backoff.max.ms": 200, // back within a few hundred milliseconds of the broker
 	})
+	r.stallAfter = stallAfter
 	r.now = func() time.Time { time.Sleep(5 * time.Millisecond); return time.Now() }
 	received := func() int { return len(out.records(t, "Received: ")) }
 	down := false

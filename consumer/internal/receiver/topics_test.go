@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 )
 
 // fakeAdmin answers the admin requests of EnsureTopics, which the mock
@@ -106,9 +108,9 @@ func TestEnsureTopics_sizesTheDeadLetterTopic(t *testing.T) {
 			}
 			admin := &fakeAdmin{mc: mc, limits: limits}
 			var out syncBuffer
-			r := newReceiver(t, mc, &out, Options{Admin: admin}, nil)
+			r := newReceiver(t, mc, &out, config.Config{}, nil)
 			t.Cleanup(r.Close)
-			if err := r.EnsureTopics(context.Background(), 10*time.Second); err != nil {
+			if err := r.EnsureTopics(context.Background(), admin, 10*time.Second); err != nil {
 				t.Fatalf("EnsureTopics: %v", err)
 			}
 			got := admin.limits[topic+".dlq"]
@@ -156,9 +158,9 @@ func TestEnsureTopics_saysWhatFailed(t *testing.T) {
 			if tt.servers != "" {
 				props["bootstrap.servers"] = tt.servers
 			}
-			r := newReceiver(t, mc, &syncBuffer{}, Options{Admin: &fakeAdmin{limits: map[string]int{}, refuse: tt.refuse}}, props)
+			r := newReceiver(t, mc, &syncBuffer{}, config.Config{}, props)
 			t.Cleanup(r.Close)
-			err := r.EnsureTopics(context.Background(), 2*time.Second)
+			err := r.EnsureTopics(context.Background(), &fakeAdmin{limits: map[string]int{}, refuse: tt.refuse}, 2*time.Second)
 			want := strings.ReplaceAll(tt.want, "MOCK", mc.BootstrapServers())
 			if err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Fatalf("EnsureTopics: %v\nwant %s", err, want)
@@ -167,8 +169,8 @@ func TestEnsureTopics_saysWhatFailed(t *testing.T) {
 	}
 }
 
-func TestSetup_failTellsRefusalFromSilence(t *testing.T) {
-	s := setup{servers: "kafka:9092", timeout: 30 * time.Second}
+func TestReceiver_failTellsRefusalFromSilence(t *testing.T) {
+	s := &Receiver{cfg: config.Config{BootstrapServers: "kafka:9092"}, timeout: 30 * time.Second}
 	tests := []struct {
 		err  error
 		want string
