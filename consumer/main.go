@@ -75,11 +75,8 @@ func run(ctx context.Context, e env) int {
 	var res receiver.Result
 	if err = r.EnsureTopics(ctx, e.admin, startupTimeout); err == nil {
 		res, err = r.Run(ctx)
-	} else {
-		r.Close()
-		if ctx.Err() != nil {
-			err = nil // stopped while starting
-		}
+	} else if r.Close(); ctx.Err() != nil {
+		err = nil // stopped while starting: a clean stop
 	}
 	attrs := []any{"received", res.Received, "duplicates", res.Duplicates, "dead_lettered", res.DeadLettered, "recovered", res.Recovered}
 	if res.Received > 0 {
@@ -97,9 +94,8 @@ func run(ctx context.Context, e env) int {
 	return 0
 }
 
-// watchdog turns the first stop signal into a cancelled run, and ends the
-// process itself when a second signal comes or the shutdown outlasts grace,
-// saying how many events it gives up. done is closed when run returns.
+// watchdog cancels the run at the first stop signal, and ends the process at a second
+// one or when the shutdown outlasts grace. done is closed when run returns.
 func watchdog(signals <-chan os.Signal, done <-chan struct{}, cancel func(), exit func(code int), grace time.Duration,
 	uncommitted func() int64, log *slog.Logger) {
 	select {
@@ -123,9 +119,8 @@ func watchdog(signals <-chan os.Signal, done <-chan struct{}, cancel func(), exi
 	}
 }
 
-// newLogger writes JSON lines for machines, or the tutorial's lines for
-// people: the message, then key=value attributes, the level only when it is
-// not INFO, and no time.
+// newLogger writes JSON for machines, or the tutorial's lines: the message, then key=value
+// attributes, the level only when it is not INFO, and no time.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))

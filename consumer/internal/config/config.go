@@ -37,8 +37,7 @@ func (e *Error) Error() string {
 // ErrHelp is returned after the usage text was printed for -h or --help.
 var ErrHelp = flag.ErrHelp
 
-// reserved are librdkafka properties the consumer sets itself, because its
-// guarantees depend on them.
+// reserved are librdkafka properties the consumer's guarantees depend on; it sets them itself.
 var reserved = map[string]string{
 	"bootstrap.servers":        "use --bootstrap-servers",
 	"group.id":                 "use --group",
@@ -53,8 +52,7 @@ var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 // topicName is Kafka's rule for topic names.
 func topicName(t string) bool { return legalTopic.MatchString(t) && t != "." && t != ".." }
 
-// settings are in the order they are checked: set stores a value in the
-// Config and reports whether it is allowed.
+// settings, in the order they are checked: set stores a value and reports whether it is allowed.
 var settings = []struct {
 	name, env, def, usage, allowed string
 	set                            func(c *Config, v string) bool
@@ -91,8 +89,8 @@ var settings = []struct {
 		"want true or false", func(c *Config, v string) bool { b, err := strconv.ParseBool(v); c.LogEvents = b; return err == nil }},
 }
 
-// Parse reads args, falling back to getenv for each flag not given, and
-// validates the result. Usage for --help is written to out.
+// Parse reads args, falling back to getenv for each flag not given, and validates the result.
+// Usage for --help is written to out.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	cfg := Config{Kafka: map[string]string{}}
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)

@@ -14,13 +14,10 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// The dead-letter path: a message that cannot be decoded is copied, byte for
-// byte with key and headers, to the dead-letter topic, plus headers that say
-// why and where from. Dead-letter before store: its partition is paused
-// until the broker acknowledged the copy, so that no later offset of it is
-// stored before and no message is lost between the two topics. Resuming
-// fetches from the message after it. Polling goes on meanwhile, which keeps
-// the group membership and the commits alive.
+// The dead-letter path: a message that cannot be decoded is copied byte for byte, with key
+// and headers plus dlq.* headers, to the dead-letter topic. Dead-letter before store: its
+// partition is paused until the broker acknowledged the copy, so no later offset is stored
+// first. Polling goes on meanwhile, which keeps the group membership and commits alive.
 
 const (
 	maxErrorBytes = 1024 // of the dlq.error header, so that headroom holds
@@ -36,8 +33,7 @@ type deadLetter struct {
 	retry   time.Time // when to try (again); zero while an attempt is in flight
 }
 
-// newDeadLetterProducer creates the idempotent producer of the dead-letter
-// topic; maxBytes above 0 is its message.max.bytes unless -X sets it.
+// newDeadLetterProducer creates the idempotent dead-letter producer; maxBytes > 0 sets message.max.bytes.
 func (r *Receiver) newDeadLetterProducer(maxBytes int) (*kafka.Producer, error) {
 	cm := kafka.ConfigMap{"message.timeout.ms": 30000} // then the consumer retries, saying so
 	if maxBytes > 0 {
@@ -54,8 +50,7 @@ func (r *Receiver) newDeadLetterProducer(maxBytes int) (*kafka.Producer, error) 
 	return p, nil
 }
 
-// deadLetter stores what was handled, pauses m's partition and has
-// deadLetters start the write: dead-letter before store.
+// deadLetter stores what was handled, pauses m's partition and has deadLetters write m.
 func (r *Receiver) deadLetter(m *kafka.Message, reason error) error {
 	r.store()
 	if err := r.c.Pause([]kafka.TopicPartition{m.TopicPartition}); err != nil {
@@ -78,11 +73,8 @@ func dlqHeaders(m *kafka.Message, reason error) []kafka.Header {
 		kafka.Header{Key: "dlq.offset", Value: []byte(strconv.Itoa(int(tp.Offset)))})
 }
 
-// deadLetters starts the writes that are due and finishes those the broker
-// acknowledged: only now is the offset stored and the partition resumed. A
-// failed write is retried with backoff (100 ms doubling to 5 s: timeouts, a
-// broker away, a full queue), unless only a person can fix it: then it
-// returns the error.
+// deadLetters starts due writes and finishes acknowledged ones: only now is the offset stored.
+// A failed write is retried with backoff, unless only a person can fix it: then it returns it.
 func (r *Receiver) deadLetters() error {
 	for len(r.dlq.Events()) > 0 { // client errors; "all brokers are down" is in librdkafka's lines already
 		if kerr, ok := (<-r.dlq.Events()).(kafka.Error); ok && kerr.Code() != kafka.ErrAllBrokersDown {
@@ -122,9 +114,8 @@ func (r *Receiver) deadLetters() error {
 	return nil
 }
 
-// permanentCodes are the errors only a person can fix, by librdkafka's names
-// (which the Kafka documentation uses): retried, they would stop a partition
-// for good, in silence. A topic that disappeared is not re-created.
+// permanentCodes, by librdkafka's names, only a person can fix: retried, they would stop a
+// partition for good, in silence. A topic that disappeared is not re-created.
 var permanentCodes = map[kafka.ErrorCode]string{
 	kafka.ErrTopicAuthorizationFailed: "TOPIC_AUTHORIZATION_FAILED", kafka.ErrClusterAuthorizationFailed: "CLUSTER_AUTHORIZATION_FAILED",
 	kafka.ErrPolicyViolation: "POLICY_VIOLATION", kafka.ErrTopicException: "TOPIC_EXCEPTION",
@@ -154,11 +145,9 @@ type Admin interface {
 	IncrementalAlterConfigs(context.Context, []kafka.ConfigResource, ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
 }
 
-// EnsureTopics creates the topic and the dead-letter topic unless they
-// exist, so that the consumer can start before the producer, and gives the
-// dead-letter topic and producer room for anything the topic takes plus the
-// dead-letter headers. Its errors say whether Kafka was out of reach within
-// timeout or refused. A nil admin is the cluster's admin API.
+// EnsureTopics creates both topics unless they exist, and gives the dead-letter topic and
+// producer room for anything the topic takes plus the dlq headers. Its errors say whether
+// Kafka was out of reach within timeout or refused. A nil admin is the cluster's admin API.
 func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -211,10 +200,8 @@ func firstErr(err error, res []kafka.ConfigResourceResult) error {
 	return err
 }
 
-// ensure creates topic through the admin API unless it is ready (never by
-// the broker's auto-creation), with one partition and the broker's defaults,
-// and waits until every partition has a leader, so that the subscription
-// does not race its propagation. It reports whether it created the topic.
+// ensure creates topic unless it is ready (never by auto-creation), and waits for its leaders
+// so that the subscription does not race its propagation. It reports whether it created it.
 func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]string) (created bool, err error) {
 	for asked := false; ; {
 		md, err := r.dlq.GetMetadata(&topic, false, 1000)
@@ -268,8 +255,7 @@ func (r *Receiver) maxMessageBytes(ctx context.Context, topic string) (int, erro
 	return n, nil
 }
 
-// fail words a failed request: refused by the cluster (a broker's error
-// code, positive), or no answer (librdkafka's negative codes, and the rest).
+// fail words a failed request: refused (a broker's error code, positive), or not answered.
 func (r *Receiver) fail(what string, err error) error {
 	var kerr kafka.Error
 	if errors.As(err, &kerr) && kerr.Code() > 0 {

@@ -1,9 +1,7 @@
 // Package receiver consumes timestamp events from Kafka in a consumer group,
-// at least once: an offset is stored only after its event was handled or
-// dead-lettered, and stored offsets are committed in the background, before
-// partitions are given away, and on close. After a crash the events handled
-// since the last commit arrive again; none is skipped. A fatal client error
-// and a dead-letter write only a person can fix stop it; a bad message never.
+// at least once: after a crash the events handled since the last commit
+// arrive again; none is skipped. A fatal client error and a dead-letter
+// write only a person can fix stop it; a bad message never.
 package receiver
 
 import (
@@ -65,15 +63,13 @@ type fromSource struct {
 	source    string
 }
 
-// New creates the consumer and the dead-letter producer; its errors come
-// from the client configuration.
+// New creates the consumer and the dead-letter producer; its errors come from the client configuration.
 func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
 	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, stallAfter: 15 * time.Second,
 		toStore: map[int32]kafka.TopicPartition{}, highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{},
 		lastMsg: map[int32]time.Time{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{})}
-	// Start from the oldest event when the group has no offset yet, so that
-	// events sent while no consumer ran are not skipped. librdkafka waits a
-	// second to refill a full local queue, which stalls a fast reader.
+	// A new group starts from the oldest event: none sent before it is skipped.
+	// librdkafka waits a second to refill a full local queue, stalling a fast reader.
 	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
 	r.dlqCM = kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
 	for k, v := range cfg.Kafka {
@@ -82,8 +78,7 @@ func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
 			r.dlqCM[k] = v
 		}
 	}
-	// At-least-once: handle stores offsets itself, after handling; the
-	// background commit sends stored offsets only.
+	// At-least-once: offsets are stored after handling; the background commit sends stored offsets only.
 	maps.Copy(r.cm, kafka.ConfigMap{"enable.auto.offset.store": false, "enable.auto.commit": true, "group.id": cfg.Group,
 		"bootstrap.servers": cfg.BootstrapServers, "go.logs.channel.enable": true, "go.logs.channel": r.logs})
 	var err error
@@ -107,8 +102,7 @@ func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
 	return r, nil
 }
 
-// consumerOnly tells the properties only consumers have, kept off the
-// dead-letter producer (and allow.auto.create.topics: it must not create its topic).
+// consumerOnly tells the properties kept off the dead-letter producer, which must not create its topic either.
 func consumerOnly(k string) bool {
 	return strings.HasPrefix(k, "group.") || strings.HasPrefix(k, "fetch.") || strings.HasPrefix(k, "enable.auto.") ||
 		slices.Contains([]string{"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
@@ -117,9 +111,8 @@ func consumerOnly(k string) bool {
 			"check.crcs", "auto.offset.reset", "allow.auto.create.topics"}, k)
 }
 
-// Run consumes until Count events were received or ctx ends, then commits
-// and closes. It returns an error for a fatal client error or a message
-// the dead-letter topic refused; that message's offset is never committed.
+// Run consumes until Count events were received or ctx ends, then commits and closes. It
+// returns an error for a fatal client error or a message the dead-letter topic refused.
 func (r *Receiver) Run(ctx context.Context) (Result, error) {
 	err := r.consume(ctx)
 	r.Close()
@@ -154,8 +147,7 @@ func (r *Receiver) consume(ctx context.Context) error {
 	return err
 }
 
-// handle is the tutorial's handler: print "Received: 15:04:05". A message
-// that cannot be decoded takes the dead-letter path instead.
+// handle is the tutorial's handler: print "Received: 15:04:05", or dead-letter what cannot be decoded.
 func (r *Receiver) handle(m *kafka.Message) error {
 	ev, err := event.Decode(m.Value, m.Headers)
 	if err != nil {
@@ -166,9 +158,8 @@ func (r *Receiver) handle(m *kafka.Message) error {
 		r.first = now
 	}
 	r.last = now
-	// Our producer's ids count up per source, in order on a partition: an id
-	// at or below the highest handled is a copy, counted but still handled.
-	// Other producers' ids (not numbers) are not checked.
+	// Our producer's ids count up per source and partition: an id at or below the highest is a
+	// copy, counted but still handled. Other producers' ids (not numbers) are not checked.
 	dup := false
 	if id, err := strconv.ParseUint(ev.ID, 10, 64); err == nil {
 		k := fromSource{p, ev.Source}
@@ -198,8 +189,7 @@ func (r *Receiver) handle(m *kafka.Message) error {
 	return nil
 }
 
-// handled marks m's offset for storing, now that it was handled, in
-// batches: one cgo call per storeEvery events or per second.
+// handled marks m's offset for storing, now that it was handled: in batches, per storeEvery events or second.
 func (r *Receiver) handled(m *kafka.Message) {
 	tp := m.TopicPartition
 	tp.Offset++
@@ -221,8 +211,7 @@ func (r *Receiver) store() {
 	}
 }
 
-// committed warns of a failed commit: until one succeeds, a restart would
-// deliver the events since the last commit again.
+// committed warns of a failed commit: a restart would deliver the events since the last commit again.
 func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 	var kerr kafka.Error
 	if err != nil && !(errors.As(err, &kerr) && kerr.Code() == kafka.ErrNoOffset) {
@@ -237,10 +226,8 @@ func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 	}
 }
 
-// rebalanced commits on revoke what was handled before partitions go, so
-// that their next owner starts after it. A dead-letter write pending for a
-// partition that goes is given up: its offset was never stored, so the next
-// owner reads the message again.
+// rebalanced commits on revoke, so that the next owner starts after what was handled. A
+// dead-letter write pending there is given up: the next owner reads its message again.
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 	switch e := e.(type) {
 	case kafka.AssignedPartitions:
@@ -271,12 +258,10 @@ func (r *Receiver) commit() {
 	r.committed(err, offsets)
 }
 
-// Uncommitted is about how many events a crash now would deliver again;
-// safe from any goroutine.
+// Uncommitted is about how many events a crash now would deliver again; safe from any goroutine.
 func (r *Receiver) Uncommitted() int64 { return r.uncommitted.Load() }
 
-// Close commits, leaves the group and closes both clients within
-// shutdownBudget, or leaves them to the end of the process. Run calls it.
+// Close commits, leaves the group and closes both clients within shutdownBudget, or leaves them.
 func (r *Receiver) Close() {
 	closed := make(chan struct{})
 	go func() {
@@ -295,8 +280,7 @@ func (r *Receiver) Close() {
 	}
 }
 
-// closeConsumer commits and gives the partitions up before closing: closing
-// a consumer while a rebalance is pending can hang inside librdkafka.
+// closeConsumer gives the partitions up first: closing during a rebalance can hang in librdkafka.
 func (r *Receiver) closeConsumer() {
 	r.commit()
 	deadline := time.Now().Add(shutdownBudget)
@@ -318,15 +302,11 @@ func partitions(tps []kafka.TopicPartition) string {
 	return strings.Join(s, ",")
 }
 
-// A client can stop receiving while its cluster is fine: librdkafka skips a
-// metadata update that gives a partition no leader, and may then keep it
-// without a usable leader for good (confluentinc/librdkafka#5430).
-// checkStall looks for that symptom every third of stallAfter: partitions
-// (not paused for a dead letter) that delivered nothing although they have
-// something to read and a fresh metadata request names their leader. Seen at
-// every check for stallAfter (from the first, so that a broker back from a
-// long outage gets stallAfter to resume), it re-creates the client, which
-// resumes from the committed offsets: events may come twice, none is lost.
+// checkStall works around librdkafka#5430, a partition left without a usable leader for good
+// while the cluster is fine. Every third of stallAfter it looks for partitions (not paused)
+// with something to read, nothing delivered, and a leader in a fresh metadata answer. Seen
+// for stallAfter (from the first sighting, so a broker back from an outage gets time to
+// resume), it re-creates the client, which resumes from the committed offsets.
 func (r *Receiver) checkStall(ctx context.Context) error {
 	now := time.Now()
 	if now.Before(r.nextCheck) || ctx.Err() != nil {
@@ -384,8 +364,7 @@ func (r *Receiver) checkStall(ctx context.Context) error {
 	return r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
 }
 
-// freshMetadata asks through a short-lived client: the stuck one may no
-// longer reach any broker although they are up.
+// freshMetadata asks a short-lived client: the stuck one may reach no broker although they are up.
 func (r *Receiver) freshMetadata() (*kafka.Metadata, error) {
 	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
 	maps.Copy(cm, r.dlqCM)
@@ -397,8 +376,7 @@ func (r *Receiver) freshMetadata() (*kafka.Metadata, error) {
 	return a.GetMetadata(&r.cfg.Topic, false, 1000)
 }
 
-// behind reports partition p's position (the committed offset while nothing
-// was read) and high watermark, and whether there is something to read.
+// behind reports p's position (or committed offset) and high watermark, and whether it lags.
 func (r *Receiver) behind(p int32) (pos, high int64, ok bool) {
 	tp := []kafka.TopicPartition{{Topic: &r.cfg.Topic, Partition: p}}
 	ps, err := r.c.Position(tp)
@@ -407,8 +385,7 @@ func (r *Receiver) behind(p int32) (pos, high int64, ok bool) {
 			return 0, 0, false
 		}
 	}
-	// Where the leader does not answer, the high watermark of the last
-	// fetch still shows whether the client fell behind.
+	// Where the leader does not answer, the last fetch's high watermark still tells.
 	if _, high, err = r.c.QueryWatermarkOffsets(r.cfg.Topic, p, 1000); err != nil {
 		_, high, err = r.c.GetWatermarkOffsets(r.cfg.Topic, p)
 	}
