@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,6 +87,7 @@ type pending struct {
 type client struct {
 	p       *kafka.Producer
 	drained sync.WaitGroup
+	hasID   chan struct{} // closed once the idempotent producer has its id
 }
 
 // New creates the producer. Errors here come from the client configuration.
@@ -102,6 +104,9 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 		"go.events.channel.size":    10000, // not a million entries for the GC to scan
 		"go.produce.channel.size":   1,
 	})
+	// librdkafka says when the idempotent producer got its id only in its "eos" debug logs.
+	debug, _ := cm["debug"].(string)
+	cm["debug"] = strings.TrimPrefix(debug+",eos", ",")
 	opts.StallAfter = cmp.Or(opts.StallAfter, DefaultStallAfter)
 	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1)}
 	s.fatal, s.setFatal = context.WithCancelCause(context.Background())
@@ -114,10 +119,14 @@ func (s *Sender) newClient() (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create producer: %w", err)
 	}
-	c := &client{p: p}
+	c := &client{p: p, hasID: make(chan struct{})}
 	c.drained.Go(func() { s.reports(p) })
 	c.drained.Go(func() {
+		gotID := sync.OnceFunc(func() { close(c.hasID) })
 		for l := range p.Logs() { // errors as warnings: the client recovers from them
+			if l.Tag == "IDEMPSTATE" && strings.HasSuffix(l.Message, "-> Assigned") {
+				gotID()
+			}
 			level := slog.LevelDebug
 			if l.Level <= 3 {
 				level = slog.LevelWarn

@@ -26,8 +26,22 @@ var (
 func (s *Sender) EnsureTopic(ctx context.Context) error {
 	n, err := ensureTopic(ctx, s.c.p, s.opts.Topic, s.log)
 	s.partition = rand.Int32N(max(n, 1))
+	if err == nil {
+		// No event goes out before the idempotent producer has its id, and
+		// librdkafka asks again only every 500 ms after a failed try (no
+		// connection yet, a broker still loading): a schedule started
+		// earlier would hold its first events that long.
+		select {
+		case <-s.c.hasID:
+		case <-ctx.Done():
+		case <-time.After(idWait):
+		}
+	}
 	return err
 }
+
+// idWait bounds the wait for the producer id; the events wait for it anyway.
+const idWait = 3 * time.Second
 
 // ensureTopic returns the topic's number of partitions once all have a
 // leader. A missing topic is created on purpose, never by auto-creation.

@@ -87,3 +87,20 @@ func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 		t.Errorf("took %s, want to stop within FlushTimeout of the context's end", took)
 	}
 }
+
+// librdkafka retries a failed producer id request only after 500 ms; a
+// first event sent before the id came would wait as long.
+func TestEnsureTopic_firstEventGoesOutAtOnce(t *testing.T) {
+	for round := range 3 {
+		mc := mockCluster(t, 1)
+		var out syncBuffer
+		s := newSender(t, mc, Options{Count: 1, Source: quietSource}, &out, nil)
+		res, err := s.Run(context.Background())
+		if err != nil || res.Delivered != 1 {
+			t.Fatalf("round %d: result %+v, error %v\n%s", round, res, err, out.String())
+		}
+		if res.Elapsed > 100*time.Millisecond {
+			t.Errorf("round %d: the first event took %s from send to delivery report, want < 100ms", round, res.Elapsed)
+		}
+	}
+}
