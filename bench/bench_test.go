@@ -250,10 +250,15 @@ func TestParseGCPauses(t *testing.T) {
 [2026-11-25T18:21:35.379+0000][gc          ] GC(13) Pause Young (Normal) (G1 Evacuation Pause) 216M->169M(1024M) 53.160ms
 [2026-11-25T18:21:35.379+0000][gc,cpu      ] GC(13) User=0.02s Sys=0.00s Real=0.05s
 [2026-11-25T20:21:36.914+0200][gc          ] GC(14) Pause Remark 216M->169M(1024M) 1.5ms
+[2026-12-03T16:36:43.310+0000][gc,phases   ] GC(15) Pause Mark Start 0.006ms
+[2026-12-03T16:36:43.310+0000][gc,phases   ] GC(15) Concurrent Mark 12.345ms
 `
 	got := parseGCPauses(log)
-	if len(got) != 2 {
-		t.Fatalf("%d pauses, want 2: %+v", len(got), got)
+	if len(got) != 3 {
+		t.Fatalf("%d pauses, want 3 (two of G1, one of ZGC): %+v", len(got), got)
+	}
+	if got[2].d != 6*time.Microsecond {
+		t.Errorf("ZGC's pause %+v", got[2])
 	}
 	if got[0].d != 53160*time.Microsecond || !got[0].at.Equal(time.Date(2026, 11, 25, 18, 21, 35, 379e6, time.UTC)) {
 		t.Errorf("first pause %+v", got[0])

@@ -391,7 +391,8 @@ func (b *bench) printSetup() {
 // gcPauseRe reads a pause from the broker JVM's GC log (unified logging,
 // as kafka-server-start.sh sets it up):
 // [2026-11-25T18:22:06.318+0000][gc          ] GC(19) Pause Young (Normal) (G1 Evacuation Pause) 218M->171M(1024M) 28.426ms
-var gcPauseRe = regexp.MustCompile(`(?m)^\[(\d{4}-\d\d-\d\dT[0-9:.]+[+-]\d{4})\]\[gc\s*\] GC\(\d+\) Pause .* ([0-9.]+)ms$`)
+// [2026-12-03T16:36:43.369+0000][gc,phases   ] GC(11) Pause Mark End 0.011ms (ZGC)
+var gcPauseRe = regexp.MustCompile(`(?m)^\[(\d{4}-\d\d-\d\dT[0-9:.]+[+-]\d{4})\]\[gc(?:,phases)?\s*\] GC\(\d+\) Pause .* ([0-9.]+)ms$`)
 
 // gcPause is one stop-the-world pause of the broker's JVM.
 type gcPause struct {
