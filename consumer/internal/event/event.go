@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -45,21 +44,23 @@ func Decode(value []byte, headers []kafka.Header) (ev Event, err error) {
 		return Event{}, err
 	}
 	for _, h := range headers {
-		v := string(h.Value)
-		mt, _, _ := strings.Cut(v, ";")
-		switch {
-		case h.Key == "ce_specversion" && v != "1.0":
-			return Event{}, invalid("header %s %q: only 1.0 is understood", h.Key, preview(h.Value))
-		case h.Key == "content-type" && strings.TrimSpace(mt) != "application/json":
-			return Event{}, invalid("header %s %q: want application/json", h.Key, preview(h.Value))
-		case h.Key == "ce_id":
-			ev.ID = v
-		case h.Key == "ce_source":
-			ev.Source = v
-		case h.Key == "ce_type":
-			ev.Type = v
-		case h.Key == "ce_time":
-			if ev.Time, err = time.Parse(time.RFC3339Nano, v); err != nil {
+		switch h.Key {
+		case "ce_specversion":
+			if string(h.Value) != "1.0" {
+				return Event{}, invalid("header %s %q: only 1.0 is understood", h.Key, preview(h.Value))
+			}
+		case "content-type":
+			if mt, _, _ := bytes.Cut(h.Value, []byte(";")); string(bytes.TrimSpace(mt)) != "application/json" {
+				return Event{}, invalid("header %s %q: want application/json", h.Key, preview(h.Value))
+			}
+		case "ce_id":
+			ev.ID = string(h.Value)
+		case "ce_source":
+			ev.Source = string(h.Value)
+		case "ce_type":
+			ev.Type = string(h.Value)
+		case "ce_time":
+			if ev.Time, err = time.Parse(time.RFC3339Nano, string(h.Value)); err != nil {
 				return Event{}, invalid("header %s %q: want an RFC 3339 time", h.Key, preview(h.Value))
 			}
 		}
@@ -75,6 +76,8 @@ func timestamp(value []byte) (ts string, err error) {
 		return "", invalid("value is %d bytes; at most %d allowed", len(value), MaxValueBytes)
 	case len(v) == 0:
 		return "", invalid("empty value")
+	case padded(v):
+		ts = string(v[len(valueHead) : len(valueHead)+len(TimestampLayout)])
 	case v[0] == '{':
 		var obj struct {
 			Timestamp *string `json:"timestamp"`
@@ -96,6 +99,18 @@ func timestamp(value []byte) (ts string, err error) {
 		return "", invalid("timestamp %q is not HH:MM:SS", preview([]byte(ts)))
 	}
 	return ts, nil
+}
+
+const valueHead = `{"timestamp":"`
+
+// padded reports whether v is our producer's value: {"timestamp":"HH:MM:SS"
+// then only spaces up to the closing brace. Read by hand, because
+// encoding/json scans every byte of the padding twice: at 1 KiB that was
+// 8 µs of the consumer's 15 µs per event. Any other form takes the JSON path.
+func padded(v []byte) bool {
+	end := len(valueHead) + len(TimestampLayout) // where the closing quote must be
+	return len(v) > end+1 && string(v[:len(valueHead)]) == valueHead && v[end] == '"' &&
+		v[len(v)-1] == '}' && len(bytes.TrimLeft(v[end+1:len(v)-1], " ")) == 0
 }
 
 // preview shortens b for an error message.

@@ -1,8 +1,11 @@
 package event
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -110,6 +113,8 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte(`{"timestamp":"15:04:05"   }`), "", "")
 	f.Add([]byte(`{"timestamp":"15:04:05"\t\n}  `), "", "")
+	f.Add([]byte(`{"timestamp":"15:04:05" x}`), "", "")
+	f.Add([]byte(`{"timestamp":"15:04:05" ,"timestamp":"16:04:05"}`), "", "")
 	f.Fuzz(func(t *testing.T, value []byte, tm, id string) {
 		var hs []kafka.Header
 		if tm != "" {
@@ -119,6 +124,15 @@ func FuzzDecode(f *testing.F) {
 			hs = append(hs, kafka.Header{Key: "ce_id", Value: []byte(id)})
 		}
 		ev, err := Decode(value, hs)
+		// Read by hand or not, a JSON object means what encoding/json says it means.
+		var obj struct{ Timestamp *string }
+		if v := bytes.TrimSpace(value); len(v) > 0 && v[0] == '{' && tm == "" && len(value) <= MaxValueBytes {
+			jerr := json.Unmarshal(value, &obj)
+			ok := jerr == nil && obj.Timestamp != nil && len(*obj.Timestamp) == 8 && validTime(*obj.Timestamp)
+			if (err == nil) != ok || (ok && *obj.Timestamp != ev.Timestamp) {
+				t.Fatalf("Decode = %q, %v; encoding/json reads %q, %v", ev.Timestamp, err, *cmp.Or(obj.Timestamp, new(string)), jerr)
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error %v does not wrap ErrInvalid", err)
@@ -131,10 +145,14 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+func validTime(s string) bool {
+	_, err := time.Parse(TimestampLayout, s)
+	return err == nil
+}
+
 // BenchmarkDecode measures what the consumer does for each event of our
-// producer: a value padded to 100 bytes and the six headers.
+// producer: a value padded to the bench's sizes, and the six headers.
 func BenchmarkDecode(b *testing.B) {
-	value := []byte(`{"timestamp":"15:04:05"` + strings.Repeat(" ", 100-25) + `}`)
 	headers := []kafka.Header{
 		{Key: "ce_specversion", Value: []byte("1.0")},
 		{Key: "ce_id", Value: []byte("42")},
@@ -143,10 +161,15 @@ func BenchmarkDecode(b *testing.B) {
 		{Key: "ce_time", Value: []byte("2026-11-25T15:04:05.123456789Z")},
 		{Key: "content-type", Value: []byte("application/json")},
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := Decode(value, headers); err != nil {
-			b.Fatal(err)
-		}
+	for _, size := range []int{100, 1024} {
+		value := []byte(`{"timestamp":"15:04:05"` + strings.Repeat(" ", size-25) + `}`)
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Decode(value, headers); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
