@@ -90,7 +90,7 @@ func (r *Receiver) deadLetters() error {
 				delete(r.pending, tp.Partition)
 				r.res.DeadLettered++
 				r.log.Warn("Dead-lettered", "reason", d.reason, "partition", tp.Partition, "offset", int64(tp.Offset), "dlq", r.cfg.DLQTopic)
-				r.handled(d.m)
+				r.handled(d.m, time.Now())
 				if err := r.c.Resume([]kafka.TopicPartition{tp}); err != nil {
 					return fmt.Errorf("resume %s: %w", tp, err)
 				}
