@@ -59,14 +59,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	// A random part names this process: a restarted producer counts its ids from 1 again.
 	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
 	s, err := sender.New(sender.Options{Topic: cfg.Topic, Source: src, Interval: cfg.Interval, Count: cfg.Count,
-		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, Kafka: props}, log)
+		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, KeyBySource: cfg.Key == "source", Partitions: cfg.Partitions,
+		Replication: cfg.Replication, Kafka: props}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: invalid Kafka client configuration:", err)
 		return 2
 	}
 	_, lib := kafka.LibraryVersion()
 	log.Info("Producer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
-		"interval", cfg.Interval, "librdkafka", lib, "source", src)
+		"interval", cfg.Interval, "key", cfg.Key, "librdkafka", lib, "source", src)
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()

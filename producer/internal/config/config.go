@@ -22,7 +22,10 @@ type Config struct {
 	Topic            string
 	Interval         time.Duration
 	Count            int
-	ValueSize        int // bytes the value is padded to; 0 sends the bare value
+	ValueSize        int    // bytes the value is padded to; 0 sends the bare value
+	Partitions       int    // of a topic the producer creates; 0 is the cluster's default
+	Replication      int    // copies of each partition of a topic it creates; 0 is the cluster's default
+	Key              string // source: events keyed by their source; none: spread over the partitions
 	LogFormat        string
 	LogLevel         slog.Level
 	LogEvents        bool              // a line per event ("Sending: ...")
@@ -51,6 +54,9 @@ var settings = []struct{ flag, env, def, usage string }{
 	{"interval", "PRODUCER_INTERVAL", "5s", "time between events on a fixed schedule (an event up to 100ms late keeps its slot; a later one restarts the schedule at now); 0 sends as fast as the client allows (needs --count)"},
 	{"count", "PRODUCER_COUNT", "0", "stop after this many events; 0 sends until stopped"},
 	{"value-size", "PRODUCER_VALUE_SIZE", "0", fmt.Sprintf("pad each value with spaces to this many bytes (%d to %d); 0 sends the bare value", event.ValueLen, event.MaxValueSize)},
+	{"key", "PRODUCER_KEY", "source", "source: every event is keyed by this producer's source, so all go to one partition, in order; none: spread over the partitions, in order within each"},
+	{"partitions", "KAFKA_PARTITIONS", "0", "partitions of the topic, if the producer creates it; 0 takes the cluster's num.partitions (1 on the single node, 6 on the cluster)"},
+	{"replication-factor", "KAFKA_REPLICATION_FACTOR", "0", "copies of each partition, if the producer creates the topic; 0 takes the cluster's default.replication.factor (1 on the single node, 3 on the cluster)"},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error; debug also shows every delivery report"},
 	{"log-events", "LOG_EVENTS", "true", "print a line per event; false prints only the start, the summary and problems"},
@@ -120,6 +126,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	c.ValueSize, err = strconv.Atoi(raw["value-size"])
 	check("value-size", err == nil && (c.ValueSize == 0 || c.ValueSize >= event.ValueLen && c.ValueSize <= event.MaxValueSize),
 		fmt.Sprintf("want 0 (no padding) or a size from %d to %d bytes", event.ValueLen, event.MaxValueSize))
+	c.Key = raw["key"]
+	check("key", c.Key == "source" || c.Key == "none", "want source or none")
+	c.Partitions, err = strconv.Atoi(raw["partitions"])
+	check("partitions", err == nil && c.Partitions >= 0, "want a whole number >= 0 (0: the cluster's default)")
+	c.Replication, err = strconv.Atoi(raw["replication-factor"])
+	check("replication-factor", err == nil && c.Replication >= 0 && c.Replication <= 32767, "want a whole number >= 0 (0: the cluster's default)")
 	c.LogFormat = raw["log-format"]
 	check("log-format", c.LogFormat == "text" || c.LogFormat == "json", "want one of text, json")
 	check("log-level", c.LogLevel.UnmarshalText([]byte(raw["log-level"])) == nil, "want debug, info, warn or error")

@@ -20,6 +20,7 @@ func TestParse(t *testing.T) {
 		BootstrapServers: "localhost:9092",
 		Topic:            "timestamp",
 		Interval:         5 * time.Second,
+		Key:              "source",
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
 		LogEvents:        true,
@@ -32,6 +33,12 @@ func TestParse(t *testing.T) {
 		want func(*Config)
 	}{
 		{name: "tutorial defaults"},
+		{
+			name: "spread over a topic of 12 partitions with 3 copies",
+			args: []string{"--key", "none", "--partitions", "12"},
+			env:  map[string]string{"KAFKA_REPLICATION_FACTOR": "3", "PRODUCER_KEY": "source"},
+			want: func(c *Config) { c.Key, c.Partitions, c.Replication = "none", 12, 3 },
+		},
 		{
 			name: "environment fallbacks",
 			env: map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "kafka:19092", "KAFKA_TOPIC": "ticks",
@@ -120,6 +127,9 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"log events neither true nor false", nil, map[string]string{"LOG_EVENTS": "some"}, "LOG_EVENTS"},
 		{"unknown log format", []string{"--log-format", "xml"}, nil, "--log-format"},
 		{"unknown log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"unknown key", nil, map[string]string{"PRODUCER_KEY": "random"}, "PRODUCER_KEY"},
+		{"negative partitions", []string{"--partitions", "-2"}, nil, "--partitions"},
+		{"replication beyond Kafka's limit", nil, map[string]string{"KAFKA_REPLICATION_FACTOR": "40000"}, "KAFKA_REPLICATION_FACTOR"},
 		{"idempotence cannot be turned off", []string{"-X", "enable.idempotence=false"}, nil, "-X enable.idempotence"},
 		{"delivery reports cannot be turned off", []string{"-X", "go.delivery.reports=false"}, nil, "-X"},
 		{"reports cannot be rerouted", []string{"-X", "go.events.channel.enable=true"}, nil, "-X"},

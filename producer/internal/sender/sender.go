@@ -31,6 +31,9 @@ type Options struct {
 	Interval      time.Duration // time between events; 0 sends back to back
 	Count         int           // events to send; 0 sends until the context ends
 	ValueSize     int           // bytes each value is padded to; 0 sends the bare value
+	KeyBySource   bool          // key events by Source (one partition, in order); else spread them
+	Partitions    int           // of a topic EnsureTopic creates; 0 is the cluster's default
+	Replication   int           // of a topic EnsureTopic creates; 0 is the cluster's default
 	LogEvents     bool          // log "Sending: ..." for each event
 	StallAfter    time.Duration // 0 means DefaultStallAfter
 	Kafka         kafka.ConfigMap
@@ -54,12 +57,12 @@ func (r Result) Rate() float64 {
 
 // Sender owns a Kafka producer, re-created after a leader stall.
 type Sender struct {
-	log       *slog.Logger
-	opts      Options
-	cm        kafka.ConfigMap
-	partition int32 // where every event goes (EnsureTopic picks it)
-	mu        sync.RWMutex
-	c         *client // read-held mu to use it, write-held to replace it
+	log  *slog.Logger
+	opts Options
+	cm   kafka.ConfigMap
+	key  []byte // Source, or nil when events are spread
+	mu   sync.RWMutex
+	c    *client // read-held mu to use it, write-held to replace it
 
 	attempted, delivered, failed, unknown, recovered atomic.Int64
 	lastReport                                       atomic.Int64 // Unix nanoseconds of the latest delivery report
@@ -69,13 +72,12 @@ type Sender struct {
 	setFatal                                         context.CancelCauseFunc
 
 	qmu sync.Mutex
-	// pending are the events sent and not yet reported, oldest first.
-	// librdkafka reports a partition's events in the order they were sent,
-	// so a FIFO finds each report's event; Opaque would cost a locked map
-	// insert and delete per event.
-	pending  []pending
+	// pending are the events sent and not yet reported, by id; each
+	// report names its event's id in Opaque. (Reports do not always come
+	// in the order the events were sent: after retries, such as while a
+	// partition lacks in-sync copies, they may not.)
+	pending  map[uint64]pending
 	retiring bool // a stall recovery purges the client: its events go again
-	purgedIn int  // events purged in flight while retiring
 }
 
 type pending struct {
@@ -98,7 +100,7 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 		// Exactly one copy per event in the log, in order, across retries
 		// and broker failover; implies acks=all.
 		"enable.idempotence":        true,
-		"go.delivery.report.fields": "none", // the FIFO knows the events
+		"go.delivery.report.fields": "none", // Opaque names the event
 		"go.logs.channel.enable":    true,
 		"allow.auto.create.topics":  false, // EnsureTopic creates it on purpose
 		"go.events.channel.size":    10000, // not a million entries for the GC to scan
@@ -108,7 +110,10 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	debug, _ := cm["debug"].(string)
 	cm["debug"] = strings.TrimPrefix(debug+",eos", ",")
 	opts.StallAfter = cmp.Or(opts.StallAfter, DefaultStallAfter)
-	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1)}
+	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), pending: map[uint64]pending{}}
+	if opts.KeyBySource {
+		s.key = []byte(opts.Source)
+	}
 	s.fatal, s.setFatal = context.WithCancelCause(context.Background())
 	var err error
 	s.c, err = s.newClient()
@@ -253,10 +258,12 @@ func (s *Sender) send(ctx context.Context, ev event.Event) error {
 func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: s.partition},
-		Value: in.ev.Value(s.opts.ValueSize), Headers: in.ev.Headers()}, nil)
+	// The key picks the partition: librdkafka hashes it, so one source's
+	// events share one, in order. Without a key they are spread.
+	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny},
+		Key: s.key, Value: in.ev.Value(s.opts.ValueSize), Headers: in.ev.Headers(), Opaque: in.ev.ID}, nil)
 	if err == nil {
-		s.pending = append(s.pending, in)
+		s.pending[in.ev.ID] = in
 	}
 	return err
 }
@@ -267,7 +274,7 @@ func (s *Sender) reports(p *kafka.Producer) {
 	for e := range p.Events() {
 		switch e := e.(type) {
 		case *kafka.Message:
-			s.report(e.TopicPartition)
+			s.report(e.Opaque.(uint64), e.TopicPartition)
 			// Wake a waiting sender only once the queue has room for many events.
 			if f := s.full.Load(); f > 0 && int64(p.Len()) <= f/2 {
 				select {
@@ -286,24 +293,18 @@ func (s *Sender) reports(p *kafka.Producer) {
 }
 
 // report accounts for the event of one delivery report.
-func (s *Sender) report(tp kafka.TopicPartition) {
+func (s *Sender) report(id uint64, tp kafka.TopicPartition) {
 	code := code(tp.Error)
 	s.qmu.Lock()
+	in := s.pending[id]
 	if s.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) {
-		if code == kafka.ErrPurgeInflight {
-			s.purgedIn++
-		}
+		// It goes again; purged in flight, it may also have been written.
+		in.maybeWritten = in.maybeWritten || code == kafka.ErrPurgeInflight
+		s.pending[id] = in
 		s.qmu.Unlock()
 		return
 	}
-	// A purge may report the queued events (the newest) before those in
-	// flight: these come from the back, every other report from the front.
-	in := s.pending[0]
-	if code == kafka.ErrPurgeQueue {
-		in, s.pending = s.pending[len(s.pending)-1], s.pending[:len(s.pending)-1]
-	} else {
-		s.pending = s.pending[1:]
-	}
+	delete(s.pending, id)
 	s.qmu.Unlock()
 	s.lastReport.Store(time.Now().UnixNano())
 	s.settle(in, tp)

@@ -459,3 +459,81 @@ func runInBackground(ctx context.Context, s *Sender) <-chan ran {
 	}()
 	return done
 }
+
+func TestSender_keyedEventsShareAPartitionOthersSpread(t *testing.T) {
+	const partitions, n = 4, 200
+	for _, tc := range []struct {
+		name       string
+		bySource   bool
+		perPart    func(counts map[int32]int) bool
+		wantSpread string
+	}{
+		{"keyed by source", true, func(c map[int32]int) bool { return len(c) == 1 }, "all in one partition"},
+		{"spread", false, func(c map[int32]int) bool { return len(c) > 1 }, "several partitions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mc := mockCluster(t, 3)
+			if err := mc.CreateTopic("timestamp", partitions, 1); err != nil {
+				t.Fatal(err)
+			}
+			opts := Options{Topic: "timestamp", Source: quietSource, Interval: time.Millisecond, Count: n, KeyBySource: tc.bySource,
+				Kafka: kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}}
+			var out syncBuffer
+			s, err := New(opts, testLogger(&out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.EnsureTopic(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := s.Run(context.Background()); err != nil || res.Delivered != n {
+				t.Fatalf("Run: %+v, %v\n%s", res, err, out.String())
+			}
+			counts := map[int32]int{}
+			for p := range int32(partitions) {
+				last := 0
+				for _, m := range readPartition(t, mc.BootstrapServers(), "timestamp", p) {
+					counts[p]++
+					if key := string(m.Key); tc.bySource && key != quietSource || !tc.bySource && m.Key != nil {
+						t.Fatalf("partition %d holds an event keyed %q", p, key)
+					}
+					id, _ := strconv.Atoi(header(m, "ce_id"))
+					if id <= last {
+						t.Fatalf("partition %d: id %d after id %d", p, id, last)
+					}
+					last = id
+				}
+			}
+			if !tc.perPart(counts) {
+				t.Errorf("events per partition %v; want %s", counts, tc.wantSpread)
+			}
+		})
+	}
+}
+
+// readPartition reads one partition of topic to its end.
+func readPartition(t *testing.T, bootstrap, topic string, p int32) []*kafka.Message {
+	t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": false,
+		"enable.partition.eof": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: p, Offset: kafka.OffsetBeginning}}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*kafka.Message
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		switch e := c.Poll(100).(type) {
+		case *kafka.Message:
+			msgs = append(msgs, e)
+		case kafka.PartitionEOF:
+			return msgs
+		}
+	}
+	t.Fatalf("partition %d: no end within 10s", p)
+	return nil
+}

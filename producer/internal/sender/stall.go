@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,7 +64,10 @@ func (s *Sender) watchStall(ctx context.Context) {
 	}
 }
 
-// leaders describes the topic's leaders if every partition has one.
+// leaders describes the topic's leaders if every partition has one and all
+// its copies in sync. A partition short of copies may refuse writes
+// (NOT_ENOUGH_REPLICAS: two of three nodes down): the client is right to
+// wait, and a new one would only send its events twice.
 func (s *Sender) leaders() (desc string, ok bool) {
 	// A client of its own: the stuck one may no longer reach any broker.
 	cm := kafka.ConfigMap{"log_level": 0} // its failures show as a failed request
@@ -81,6 +85,9 @@ func (s *Sender) leaders() (desc string, ok bool) {
 	}
 	var parts []string
 	for _, p := range md.Topics[s.opts.Topic].Partitions {
+		if len(p.Isrs) < len(p.Replicas) {
+			return "", false
+		}
 		parts = append(parts, fmt.Sprintf("partition %d led by broker %d", p.ID, p.Leader))
 	}
 	return strings.Join(parts, ", "), true
@@ -107,13 +114,12 @@ func (s *Sender) recreate() error {
 	s.c.close()
 	s.c = fresh
 	s.qmu.Lock()
-	old, inFlight := s.pending, s.purgedIn
-	s.pending, s.retiring, s.purgedIn = nil, false, 0
+	old := s.pending
+	s.pending, s.retiring = map[uint64]pending{}, false
 	s.qmu.Unlock()
-	for i, in := range old {
-		in.maybeWritten = in.maybeWritten || i < inFlight // in flight are a partition's oldest
-		if err := s.produceLocked(fresh.p, in); err != nil {
-			s.settle(in, kafka.TopicPartition{Error: err})
+	for _, id := range slices.Sorted(maps.Keys(old)) { // in the order they were first sent
+		if err := s.produceLocked(fresh.p, old[id]); err != nil {
+			s.settle(old[id], kafka.TopicPartition{Error: err})
 		}
 	}
 	s.recovered.Add(1)

@@ -1,11 +1,11 @@
 package sender
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -19,13 +19,12 @@ var (
 	ErrNoLeader = errors.New("topic has no leader")
 )
 
-// EnsureTopic creates the topic unless it exists, waits until it has
-// leaders, and picks the partition that all events go to: Kafka keeps
-// order, and librdkafka its delivery reports, only within a partition. It
-// waits for the cluster until ctx ends.
+// EnsureTopic creates the topic unless it exists (-1 partitions and 0
+// copies take the cluster's defaults) and waits until it has leaders, and
+// for the cluster until ctx ends.
 func (s *Sender) EnsureTopic(ctx context.Context) error {
-	n, err := ensureTopic(ctx, s.c.p, s.opts.Topic, s.log)
-	s.partition = rand.Int32N(max(n, 1))
+	_, err := ensureTopic(ctx, s.c.p, kafka.TopicSpecification{Topic: s.opts.Topic,
+		NumPartitions: cmp.Or(s.opts.Partitions, -1), ReplicationFactor: s.opts.Replication}, s.log)
 	if err == nil {
 		// No event goes out before the idempotent producer has its id, and
 		// librdkafka asks again only every 500 ms after a failed try (no
@@ -45,8 +44,8 @@ const idWait = 3 * time.Second
 
 // ensureTopic returns the topic's number of partitions once all have a
 // leader. A missing topic is created on purpose, never by auto-creation.
-func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog.Logger) (int32, error) {
-	created := false
+func ensureTopic(ctx context.Context, p *kafka.Producer, spec kafka.TopicSpecification, log *slog.Logger) (int32, error) {
+	topic, created := spec.Topic, false
 	for {
 		// A request cannot be cancelled; each waits at most FlushTimeout,
 		// so that a stop during start-up takes no longer than one after it.
@@ -56,7 +55,7 @@ func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog
 				return n, err
 			}
 			if !created {
-				if err = create(ctx, p, topic, log); err != nil {
+				if err = create(ctx, p, spec, log); err != nil {
 					return 0, err
 				}
 				created = true
@@ -73,16 +72,16 @@ func ensureTopic(ctx context.Context, p *kafka.Producer, topic string, log *slog
 	}
 }
 
-// create asks for one partition (the whole stream in order) and the broker's default replication.
-func create(ctx context.Context, p *kafka.Producer, topic string, log *slog.Logger) error {
+// create creates the topic; -1 partitions or 0 copies take the cluster's default.
+func create(ctx context.Context, p *kafka.Producer, spec kafka.TopicSpecification, log *slog.Logger) error {
 	admin, err := kafka.NewAdminClientFromProducer(p)
 	if err != nil {
 		return fmt.Errorf("create admin client: %w", err)
 	}
 	defer admin.Close()
-	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1}})
+	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{spec})
 	if err != nil {
-		return fmt.Errorf("create topic %q: %w", topic, err)
+		return fmt.Errorf("create topic %q: %w", spec.Topic, err)
 	}
 	return created(res, log)
 }
