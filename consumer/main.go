@@ -70,7 +70,7 @@ func run(ctx context.Context, e env) int {
 	go watchdog(e.signals, done, cancel, e.exit, shutdownGrace, r.Uncommitted, log)
 	_, lib := kafka.LibraryVersion()
 	log.Info("Consumer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
-		"group", cfg.Group, "dlq", cfg.DLQTopic, "librdkafka", lib)
+		"group", cfg.Group, "group_protocol", cfg.GroupProtocol, "dlq", cfg.DLQTopic, "librdkafka", lib)
 
 	var res receiver.Result
 	if err = r.EnsureTopics(ctx, e.admin, startupTimeout); err == nil {

@@ -20,7 +20,9 @@ import (
 // Config is the consumer's validated configuration.
 type Config struct {
 	BootstrapServers, Topic, Group, DLQTopic string
+	GroupProtocol                            string // consumer (KIP-848) or classic
 	Count                                    int
+	Partitions, Replication                  int // of topics it creates; 0 is the cluster's default
 	LogFormat                                string
 	LogLevel                                 slog.Level
 	LogEvents                                bool              // a line per event ("Received: ...")
@@ -41,6 +43,7 @@ var ErrHelp = flag.ErrHelp
 var reserved = map[string]string{
 	"bootstrap.servers":        "use --bootstrap-servers",
 	"group.id":                 "use --group",
+	"group.protocol":           "use --group-protocol",
 	"enable.auto.offset.store": "offsets are stored after each event is handled (at-least-once)",
 	"enable.auto.commit":       "stored offsets are committed in the background (at-least-once)",
 }
@@ -78,6 +81,20 @@ var settings = []struct {
 		topicRule + "; <topic>.dlq when empty; not the topic, or bad messages would loop", func(c *Config, v string) bool {
 			c.DLQTopic = cmp.Or(v, c.Topic+".dlq")
 			return topicName(c.DLQTopic) && c.DLQTopic != c.Topic
+		}},
+	{"group-protocol", "KAFKA_GROUP_PROTOCOL", "consumer", "consumer: the broker assigns the partitions and moves only those that must move (KIP-848, Kafka 4.0 and later; falls back to classic where the broker lacks it); classic: the members assign them (cooperative-sticky)",
+		"want consumer or classic", func(c *Config, v string) bool { c.GroupProtocol = v; return v == "consumer" || v == "classic" }},
+	{"partitions", "KAFKA_PARTITIONS", "0", "partitions of the topics, if the consumer creates them; 0 takes the cluster's num.partitions",
+		"want a whole number >= 0 (0: the cluster's default)", func(c *Config, v string) bool {
+			n, err := strconv.Atoi(v)
+			c.Partitions = n
+			return err == nil && n >= 0
+		}},
+	{"replication-factor", "KAFKA_REPLICATION_FACTOR", "0", "copies of each partition, if the consumer creates the topics; 0 takes the cluster's default.replication.factor",
+		"want a whole number >= 0 (0: the cluster's default)", func(c *Config, v string) bool {
+			n, err := strconv.Atoi(v)
+			c.Replication = n
+			return err == nil && n >= 0 && n <= 32767
 		}},
 	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped", "want a whole number >= 0",
 		func(c *Config, v string) bool { n, err := strconv.Atoi(v); c.Count = n; return err == nil && n >= 0 }},

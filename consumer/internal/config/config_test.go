@@ -19,6 +19,7 @@ func TestParse(t *testing.T) {
 		Topic:            "timestamp",
 		Group:            "timestamp-consumer",
 		DLQTopic:         "timestamp.dlq",
+		GroupProtocol:    "consumer",
 		LogFormat:        "text",
 		LogLevel:         slog.LevelInfo,
 		LogEvents:        true,
@@ -49,6 +50,12 @@ func TestParse(t *testing.T) {
 			name: "no line per event, debug level from the environment",
 			env:  map[string]string{"LOG_EVENTS": "false", "LOG_LEVEL": "debug"},
 			want: func(c *Config) { c.LogEvents, c.LogLevel = false, slog.LevelDebug },
+		},
+		{
+			name: "classic group protocol, topics of 12 partitions with 3 copies",
+			args: []string{"--group-protocol", "classic", "--partitions", "12"},
+			env:  map[string]string{"KAFKA_REPLICATION_FACTOR": "3"},
+			want: func(c *Config) { c.GroupProtocol, c.Partitions, c.Replication = "classic", 12, 3 },
 		},
 		{
 			name: "librdkafka properties",
@@ -95,7 +102,11 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"group through -X", []string{"-X", "group.id=x"}, nil, "-X group.id"},
 		{"events through a channel", []string{"-X", "go.events.channel.enable=true"}, nil, "-X"},
 		{"rebalances handed to the application", []string{"-X", "linger.ms=5", "-X", "go.application.rebalance.enable=true"}, nil, "-X"},
-		{"unknown flag", []string{"--partitions", "3"}, nil, "flags"},
+		{"unknown flag", []string{"--key", "none"}, nil, "flags"},
+		{"unknown group protocol", []string{"--group-protocol", "eager"}, nil, "--group-protocol"},
+		{"group protocol through -X", []string{"-X", "group.protocol=classic"}, nil, "-X group.protocol"},
+		{"negative partitions", nil, map[string]string{"KAFKA_PARTITIONS": "-1"}, "KAFKA_PARTITIONS"},
+		{"replication not a number", []string{"--replication-factor", "three"}, nil, "--replication-factor"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

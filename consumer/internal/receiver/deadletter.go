@@ -145,8 +145,8 @@ type Admin interface {
 	IncrementalAlterConfigs(context.Context, []kafka.ConfigResource, ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
 }
 
-// EnsureTopics creates both topics unless they exist, and gives the dead-letter topic and
-// producer room for anything the topic takes plus the dlq headers. Its errors say whether
+// EnsureTopics checks the group protocol, creates both topics unless they exist, and gives
+// the dead-letter topic and producer room for anything the topic takes plus the dlq headers. Its errors say whether
 // Kafka was out of reach within timeout or refused. A nil admin is the cluster's admin API.
 func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -159,6 +159,9 @@ func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.D
 		}
 		defer a.Close()
 		r.admin = a
+	}
+	if err := r.checkGroupProtocol(ctx); err != nil {
+		return err
 	}
 	if _, err := r.ensure(ctx, r.cfg.Topic, nil); err != nil {
 		return err
@@ -215,7 +218,9 @@ func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]s
 				return created, nil
 			case !asked:
 				asked = true
-				res, err := r.admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: 1, Config: config}})
+				// -1 partitions or 0 copies take the cluster's defaults.
+				res, err := r.admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: cmp.Or(r.cfg.Partitions, -1),
+					ReplicationFactor: r.cfg.Replication, Config: config}})
 				if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrTopicAlreadyExists { // else created meanwhile
 					if created = res[0].Error.Code() == kafka.ErrNoError; !created {
 						err = res[0].Error

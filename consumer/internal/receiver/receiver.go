@@ -5,6 +5,7 @@
 package receiver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,7 @@ func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
 	// A new group starts from the oldest event: none sent before it is skipped.
 	// librdkafka waits a second to refill a full local queue, stalling a fast reader.
 	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
+	r.useProtocol(cfg.GroupProtocol)
 	r.dlqCM = kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
 	for k, v := range cfg.Kafka {
 		r.cm[k] = v
@@ -100,6 +102,52 @@ func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
 		}
 	}()
 	return r, nil
+}
+
+// useProtocol sets the group protocol. With consumer (KIP-848) the broker
+// assigns and moves only the partitions that must move; with classic the
+// members do, and cooperative-sticky likewise moves only those, without
+// stopping the whole group as the eager assignors do.
+func (r *Receiver) useProtocol(protocol string) {
+	if protocol == "" {
+		return // librdkafka's default, classic
+	}
+	r.cm["group.protocol"] = protocol
+	if _, set := r.cfg.Kafka["partition.assignment.strategy"]; protocol == "classic" && !set {
+		r.cm["partition.assignment.strategy"] = "cooperative-sticky"
+	}
+}
+
+// checkGroupProtocol joins with classic where the cluster does not offer the
+// consumer protocol (before Kafka 4.0, or turned off): librdkafka's consumer
+// would stop there with a fatal error, and then hang in Close.
+func (r *Receiver) checkGroupProtocol(ctx context.Context) error {
+	if r.cm["group.protocol"] != "consumer" {
+		return nil
+	}
+	md, err := r.dlq.GetMetadata(nil, false, 1000)
+	if err != nil || len(md.Brokers) == 0 {
+		return r.fail("the cluster's metadata", cmp.Or(err, errors.New("no brokers")))
+	}
+	broker := kafka.ConfigResource{Type: kafka.ResourceBroker, Name: strconv.Itoa(int(md.Brokers[0].ID))}
+	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{broker})
+	if err = firstErr(err, res); err != nil {
+		return r.fail("describing broker "+broker.Name, err)
+	}
+	offered := res[0].Config["group.coordinator.rebalance.protocols"].Value
+	if slices.Contains(strings.Split(offered, ","), "consumer") {
+		return nil
+	}
+	r.log.Warn("The cluster does not offer the consumer group protocol (KIP-848, Kafka 4.0 and later): joining with classic",
+		"group.coordinator.rebalance.protocols", offered)
+	r.useProtocol("classic")
+	c, err := kafka.NewConsumer(&r.cm) // a client's protocol is fixed at creation
+	if err != nil {
+		return fmt.Errorf("create consumer: %w", err)
+	}
+	_ = r.c.Close() // never subscribed: nothing to commit or leave
+	r.c = c
+	return nil
 }
 
 // consumerOnly tells the properties kept off the dead-letter producer, which must not create its topic either.
@@ -352,6 +400,13 @@ func (r *Receiver) checkStall(ctx context.Context, now time.Time) error {
 	r.log.Warn("Leader stall: re-creating the Kafka client", "topic", r.cfg.Topic, "partitions", strings.Join(parts, ","),
 		"client", strings.Join(client, "; "), "broker", strings.Join(broker, "; "))
 	// Should the stuck client hang in its commit or close, the watchdog ends the process.
+	r.res.Recovered++
+	return r.recreate()
+}
+
+// recreate closes the consumer and joins again with a new one, which
+// resumes from the committed offsets.
+func (r *Receiver) recreate() error {
 	r.closeConsumer()
 	clear(r.pending) // their offsets were never stored: the messages come again
 	clear(r.lastMsg)
@@ -361,7 +416,6 @@ func (r *Receiver) checkStall(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("re-create consumer: %w", err)
 	}
 	r.c = c
-	r.res.Recovered++
 	return r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
 }
 

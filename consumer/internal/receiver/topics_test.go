@@ -23,6 +23,8 @@ type fakeAdmin struct {
 	limits  map[string]int
 	refuse  map[string]kafka.Error // by request: "create", "describe", "alter"
 	created map[string]map[string]string
+	specs   []kafka.TopicSpecification // every topic asked for
+	offered string                     // the brokers' group.coordinator.rebalance.protocols
 }
 
 func (a *fakeAdmin) CreateTopics(_ context.Context, ts []kafka.TopicSpecification, _ ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error) {
@@ -30,6 +32,7 @@ func (a *fakeAdmin) CreateTopics(_ context.Context, ts []kafka.TopicSpecificatio
 	defer a.mu.Unlock()
 	var out []kafka.TopicResult
 	for _, ts := range ts {
+		a.specs = append(a.specs, ts)
 		res := kafka.TopicResult{Topic: ts.Topic, Error: a.refuse["create"]}
 		if res.Error.Code() == kafka.ErrNoError {
 			if a.created == nil {
@@ -37,7 +40,11 @@ func (a *fakeAdmin) CreateTopics(_ context.Context, ts []kafka.TopicSpecificatio
 			}
 			a.created[ts.Topic] = ts.Config
 			if a.mc != nil { // else the topic never gets a leader
-				if err := a.mc.CreateTopic(ts.Topic, ts.NumPartitions, 1); err != nil {
+				n := ts.NumPartitions
+				if n < 0 {
+					n = 1 // the broker's num.partitions; the mock cluster takes no -1
+				}
+				if err := a.mc.CreateTopic(ts.Topic, n, 1); err != nil {
 					return nil, err
 				}
 			}
@@ -52,6 +59,11 @@ func (a *fakeAdmin) DescribeConfigs(_ context.Context, rs []kafka.ConfigResource
 	defer a.mu.Unlock()
 	var out []kafka.ConfigResourceResult
 	for _, r := range rs {
+		if r.Type == kafka.ResourceBroker {
+			out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name, Error: a.refuse["describe"],
+				Config: map[string]kafka.ConfigEntryResult{"group.coordinator.rebalance.protocols": {Value: a.offered}}})
+			continue
+		}
 		limit, ok := a.limits[r.Name]
 		if !ok {
 			limit = 1048588 // the broker's default
@@ -186,5 +198,64 @@ func TestReceiver_failTellsRefusalFromSilence(t *testing.T) {
 		if err.Error() != tt.want || !errors.Is(err, tt.err) {
 			t.Errorf("fail(%v) = %q, want %q wrapping the cause", tt.err, err, tt.want)
 		}
+	}
+}
+
+func TestEnsureTopics_createsWithTheClusterDefaultsOrTheSettings(t *testing.T) {
+	for _, tt := range []struct {
+		name               string
+		cfg                config.Config
+		partitions, copies int
+	}{
+		{"the cluster's defaults", config.Config{}, -1, 0},
+		{"--partitions 6 --replication-factor 3", config.Config{Partitions: 6, Replication: 3}, 6, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mc := newMockCluster(t, 1, nil)
+			admin := &fakeAdmin{mc: mc, limits: map[string]int{}}
+			r := newReceiver(t, mc, &syncBuffer{}, tt.cfg, nil)
+			t.Cleanup(r.Close)
+			if err := r.EnsureTopics(context.Background(), admin, 10*time.Second); err != nil {
+				t.Fatalf("EnsureTopics: %v", err)
+			}
+			if len(admin.specs) != 2 {
+				t.Fatalf("asked for %d topics, want the topic and its dead-letter topic", len(admin.specs))
+			}
+			for _, ts := range admin.specs {
+				if ts.NumPartitions != tt.partitions || ts.ReplicationFactor != tt.copies {
+					t.Errorf("topic %s asked with %d partitions of %d copies, want %d of %d",
+						ts.Topic, ts.NumPartitions, ts.ReplicationFactor, tt.partitions, tt.copies)
+				}
+			}
+		})
+	}
+}
+
+func TestEnsureTopics_joinsWithClassicWhereTheClusterLacksTheConsumerProtocol(t *testing.T) {
+	for _, tt := range []struct {
+		offered, want string
+	}{
+		{"classic,consumer,streams", "consumer"}, // Kafka 4's default
+		{"classic", "classic"},                   // turned off, or a broker before 4.0
+		{"", "classic"},                          // a broker that has no such setting
+	} {
+		t.Run(tt.offered, func(t *testing.T) {
+			mc := newMockCluster(t, 1, map[string]int{topic: 1, topic + ".dlq": 1})
+			var out syncBuffer
+			r := newReceiver(t, mc, &out, config.Config{GroupProtocol: "consumer"}, nil)
+			t.Cleanup(r.Close)
+			if err := r.EnsureTopics(context.Background(), &fakeAdmin{mc: mc, limits: map[string]int{}, offered: tt.offered}, 10*time.Second); err != nil {
+				t.Fatalf("EnsureTopics: %v", err)
+			}
+			if got := r.cm["group.protocol"]; got != tt.want {
+				t.Errorf("group.protocol %v, want %s", got, tt.want)
+			}
+			if warned := strings.Contains(out.String(), "does not offer the consumer group protocol"); warned != (tt.want == "classic") {
+				t.Errorf("warning logged: %v, want %v:\n%s", warned, tt.want == "classic", out.String())
+			}
+			if tt.want == "classic" && r.cm["partition.assignment.strategy"] != "cooperative-sticky" {
+				t.Errorf("partition.assignment.strategy %v, want cooperative-sticky", r.cm["partition.assignment.strategy"])
+			}
+		})
 	}
 }
