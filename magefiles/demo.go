@@ -26,7 +26,9 @@ import (
 // It starts a broker, then both services, and runs until Ctrl-C, or until DEMO_EVENTS events arrived. The broker is
 // KAFKA_BOOTSTRAP_SERVERS if set, else Kafka in Docker if the daemon answers
 // and a Kafka image can be had, else an embedded in-memory broker;
-// BROKER=docker or BROKER=embedded picks one. PRODUCER_INTERVAL sets the
+// BROKER=docker or BROKER=embedded picks one; BROKER=cluster runs the
+// three-node cluster and three consumers of one group, and says which
+// broker leads each partition. PRODUCER_INTERVAL sets the
 // pace (default 5s). The output of the two services is interleaved, one
 // pane each, the way the tutorial's two terminals show them.
 // (os/exec: the panes read each service's output as it comes.)
@@ -36,7 +38,7 @@ func Demo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	bootstrap, stopBroker, err := demoBroker()
+	bootstrap, consumers, stopBroker, err := demoBroker(ctx)
 	if err != nil {
 		return err
 	}
@@ -63,33 +65,56 @@ func Demo(ctx context.Context) error {
 	}
 	consumerArgs := []string{"--group", group}
 	var producerArgs []string
+	if consumers > 1 {
+		// On the cluster: the events take the partitions in turn, so that
+		// every consumer of the group gets some.
+		producerArgs = append(producerArgs, "--key", "none")
+	}
 	if events > 0 {
-		consumerArgs = append(consumerArgs, "--count", strconv.Itoa(events))
 		producerArgs = append(producerArgs, "--count", strconv.Itoa(events))
+		if consumers == 1 {
+			consumerArgs = append(consumerArgs, "--count", strconv.Itoa(events))
+		}
 	}
 
 	out := newPanes(os.Stdout)
-	assigned := make(chan struct{})
-	var once sync.Once
-	cons := serviceCommand(ctx, consumer, env, consumerArgs...)
-	consDone, err := out.start(cons, "consumer", func(line string) {
-		if assignedLine.MatchString(line) {
-			once.Do(func() { close(assigned) })
+	var names []string
+	var cmds []*exec.Cmd
+	var dones []<-chan error
+	var joined sync.WaitGroup
+	for i := range consumers {
+		name := "consumer"
+		if consumers > 1 {
+			name = fmt.Sprintf("consumer%d", i+1)
 		}
-	})
-	if err != nil {
-		return err
+		joined.Add(1)
+		once := sync.OnceFunc(joined.Done)
+		cmd := serviceCommand(ctx, consumer, env, consumerArgs...)
+		done, err := out.start(cmd, name, func(line string) {
+			if assignedLine.MatchString(line) {
+				once()
+			}
+		})
+		if err != nil {
+			return err
+		}
+		names, cmds, dones = append(names, name), append(cmds, cmd), append(dones, done)
 	}
-	// The producer starts once the consumer owns the partition, so that
-	// not one event goes by unseen.
+	assigned := make(chan struct{})
+	go func() { joined.Wait(); close(assigned) }()
+	// The producer starts once every consumer owns partitions, so that not
+	// one event goes by unseen.
 	select {
 	case <-assigned:
-	case err := <-consDone:
-		return fmt.Errorf("consumer stopped before it joined its group: %v", err)
 	case <-ctx.Done():
-		return <-consDone
+		return waitAll(dones)
 	case <-time.After(time.Minute):
-		return errors.New("consumer got no partition within a minute; see its output above")
+		return errors.New("a consumer got no partition within a minute; see its output above")
+	}
+	if consumers > 1 {
+		if leaders, err := partitionLeaders(ctx, bootstrap, topic); err == nil {
+			fmt.Println("Leaders of " + topic + ": " + leaders)
+		}
 	}
 	prod := serviceCommand(ctx, producer, env, producerArgs...)
 	prodDone, err := out.start(prod, "producer", nil)
@@ -97,27 +122,64 @@ func Demo(ctx context.Context) error {
 		return err
 	}
 	prodErr := <-prodDone
-	var consErr error
-	select {
-	case consErr = <-consDone:
-	case <-time.After(consumerGrace):
-		// The producer is done; whatever has not arrived by now will not.
-		_ = cons.Cancel()
-		consErr = <-consDone
+	sent := out.count("producer", stoppedProducer)
+	received := func() int {
+		n := 0
+		for _, name := range names {
+			n += out.matching(name, receivedLine)
+		}
+		return n
 	}
+	// The producer is done; whatever has not arrived within the grace will not.
+	for deadline := time.Now().Add(consumerGrace); received() < sent && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, cmd := range cmds {
+		_ = cmd.Cancel() // a consumer that stopped by itself is not signalled again
+	}
+	consErr := waitAll(dones)
 
-	sent, received := out.count("producer", stoppedProducer), out.count("consumer", stoppedConsumer)
-	fmt.Printf("Demo finished: sent %d, received %d.\n", sent, received)
+	fmt.Printf("Demo finished: sent %d, received %d.\n", sent, received())
 	if ctx.Err() != nil {
-		return nil // stopped with Ctrl-C: both services reported above
+		return nil // stopped with Ctrl-C: the services reported above
 	}
 	if prodErr != nil || consErr != nil {
 		return fmt.Errorf("demo: producer: %v; consumer: %v", prodErr, consErr)
 	}
-	if events > 0 && (sent != events || received != events) {
-		return fmt.Errorf("demo: sent %d and received %d events, want %d each", sent, received, events)
+	if events > 0 && (sent != events || received() != events) {
+		return fmt.Errorf("demo: sent %d and received %d events, want %d each", sent, received(), events)
 	}
 	return nil
+}
+
+// waitAll waits for every command and returns the first error.
+func waitAll(dones []<-chan error) error {
+	var first error
+	for _, done := range dones {
+		if err := <-done; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// partitionLeaders says which broker leads each partition of topic: the
+// broker each event on that partition goes through.
+func partitionLeaders(ctx context.Context, bootstrap, topic string) (string, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil || td[topic].Err != nil {
+		return "", errors.Join(err, td[topic].Err)
+	}
+	var parts []string
+	for _, p := range td[topic].Partitions.Sorted() {
+		parts = append(parts, fmt.Sprintf("partition %d on broker %d", p.Partition, p.Leader))
+	}
+	return strings.Join(parts, ", "), nil
 }
 
 // consumerGrace is how long the consumer may go on after the producer stopped.
@@ -126,7 +188,7 @@ const consumerGrace = 30 * time.Second
 var (
 	assignedLine    = regexp.MustCompile(`^Partitions assigned`)
 	stoppedProducer = regexp.MustCompile(`Producer stopped attempted=\d+ delivered=(\d+)`)
-	stoppedConsumer = regexp.MustCompile(`Consumer stopped received=(\d+)`)
+	receivedLine    = regexp.MustCompile(`^Received: `)
 )
 
 // startGroupAtEnd commits the topic's end offsets for group, so that a
@@ -174,27 +236,48 @@ func demoEvents() (int, error) {
 	return n, nil
 }
 
-// demoBroker finds or starts the demo's broker and returns its address.
-func demoBroker() (bootstrap string, stop func(), err error) {
+// demoBroker finds or starts the demo's broker and returns its address
+// and how many consumers the demo runs: three on the cluster, else one.
+func demoBroker(ctx context.Context) (bootstrap string, consumers int, stop func(), err error) {
 	noop := func() {}
 	mode := os.Getenv("BROKER")
 	switch mode {
 	case "":
 		if bs := os.Getenv("KAFKA_BOOTSTRAP_SERVERS"); bs != "" {
 			fmt.Printf("Broker: %s (from KAFKA_BOOTSTRAP_SERVERS).\n", bs)
-			return bs, noop, nil
+			return bs, 1, noop, nil
 		}
 		if err := needDocker(); err != nil {
 			fmt.Printf("Docker is not reachable (%v): using the embedded broker.\n", err)
-			return embeddedBroker()
+			bootstrap, stop, err = embeddedBroker()
+			return bootstrap, 1, stop, err
 		}
-		return dockerBroker()
+		bootstrap, stop, err = dockerBroker()
+		return bootstrap, 1, stop, err
 	case "docker":
-		return dockerBroker()
+		bootstrap, stop, err = dockerBroker()
+		return bootstrap, 1, stop, err
+	case "cluster":
+		bootstrap, err = clusterBroker(ctx)
+		return bootstrap, 3, noop, err
 	case "embedded":
-		return embeddedBroker()
+		bootstrap, stop, err = embeddedBroker()
+		return bootstrap, 1, stop, err
 	}
-	return "", noop, fmt.Errorf("invalid BROKER %q: want docker or embedded (or unset to choose by itself)", mode)
+	return "", 0, noop, fmt.Errorf("invalid BROKER %q: want docker, cluster or embedded (or unset to choose by itself)", mode)
+}
+
+// clusterBroker starts the three-node cluster, as cluster:up does.
+func clusterBroker(ctx context.Context) (string, error) {
+	if err := (Cluster{}).Up(ctx); err != nil {
+		return "", err
+	}
+	s, err := newClusterStack()
+	if err != nil {
+		return "", err
+	}
+	fmt.Printf("Broker: the three-node cluster at %s; it keeps running after the demo (go tool mage cluster:down stops it).\n", s.bootstrap())
+	return s.bootstrap(), nil
 }
 
 // dockerBroker starts Kafka with compose, or the embedded broker when no
@@ -244,7 +327,8 @@ func newPanes(w *os.File) *panes {
 	return &panes{w: w, colour: tty && os.Getenv("NO_COLOR") == "", lines: map[string][]string{}}
 }
 
-var paneColours = map[string]string{"producer": "\x1b[36m", "consumer": "\x1b[35m"}
+var paneColours = map[string]string{"producer": "\x1b[36m", "consumer": "\x1b[35m", "consumer1": "\x1b[35m",
+	"consumer2": "\x1b[33m", "consumer3": "\x1b[32m"}
 
 // start starts cmd with its output shown under name; onLine sees each line.
 // The returned channel yields the command's exit error once it ended and
@@ -280,11 +364,24 @@ func (p *panes) show(name, line string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.lines[name] = append(p.lines[name], line)
-	prefix := fmt.Sprintf("%-8s | ", name)
+	prefix := fmt.Sprintf("%-9s | ", name)
 	if p.colour {
 		prefix = paneColours[name] + prefix + "\x1b[0m"
 	}
 	fmt.Fprintln(p.w, prefix+line)
+}
+
+// matching counts name's lines that match re.
+func (p *panes) matching(name string, re *regexp.Regexp) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lines[name] {
+		if re.MatchString(l) {
+			n++
+		}
+	}
+	return n
 }
 
 // count returns the number in the first group of re on name's last matching line.

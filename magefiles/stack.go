@@ -2,12 +2,12 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +42,11 @@ func Down() error {
 	if err != nil {
 		return err
 	}
+	return s.down()
+}
+
+// down removes the project's containers and network, keeping its volumes.
+func (s *composeStack) down() error {
 	// rm -v first: the Kafka image declares volumes of its own (secrets,
 	// mounted config) that compose creates without the project's label;
 	// left behind, no later clean could tell them from anyone else's.
@@ -53,14 +58,24 @@ func Down() error {
 
 // Clean is the tutorial's cleanup, for this project only.
 //
-// Like the tutorial's stop, rm -f and volume prune, it removes the project's containers, networks and volumes, selected by
-// the compose project's label, and nothing else.
+// Like the tutorial's stop, rm -f and volume prune, it removes the project's containers, networks and volumes (the single
+// node's and the cluster's), selected by the compose project's label, and nothing else.
 func Clean() error {
 	mg.Deps(needDocker)
-	s, err := newStack()
-	if err != nil {
-		return err
+	for _, project := range []func() (*composeStack, error){newStack, newClusterStack} {
+		s, err := project()
+		if err != nil {
+			return err
+		}
+		if err := s.clean(); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// clean removes the project's containers, networks and volumes.
+func (s *composeStack) clean() error {
 	if err := s.compose("--profile", "app", "stop"); err != nil {
 		return err
 	}
@@ -92,24 +107,53 @@ func Clean() error {
 	return nil
 }
 
-// composeStack is the compose project of docker-compose.yml.
+// composeStack is a compose project: the single node of docker-compose.yml,
+// or the three nodes of docker-compose.cluster.yml.
 type composeStack struct {
 	composeCmd []string          // docker compose (v2) or docker-compose (v1)
-	project    string            // COMPOSE_PROJECT_NAME
-	hostPort   string            // KAFKA_HOST_PORT: Kafka's port on 127.0.0.1
+	project    string            // COMPOSE_PROJECT_NAME, with -cluster for the cluster
+	file       string            // the compose file; "" is docker-compose.yml
+	nodes      []string          // the Kafka services
+	hostPorts  []string          // each node's port on 127.0.0.1
 	env        map[string]string // added to compose's environment (KAFKA_IMAGE)
 }
 
-// newStack finds the compose command and the project's settings.
+// newStack finds the compose command and the single node's settings.
 func newStack() (*composeStack, error) {
+	s, err := projectStack("")
+	if err != nil {
+		return nil, err
+	}
+	port, err := repo.Setting("KAFKA_HOST_PORT", "9092")
+	s.nodes, s.hostPorts = []string{"kafka"}, []string{port}
+	return s, err
+}
+
+// newClusterStack is the three nodes' project, apart from the single node's
+// so that up, down and clean of one never touch the other.
+func newClusterStack() (*composeStack, error) {
+	s, err := projectStack("-cluster")
+	if err != nil {
+		return nil, err
+	}
+	s.file = "docker-compose.cluster.yml"
+	for i, def := range []string{"29092", "39092", "49092"} {
+		port, err := repo.Setting(fmt.Sprintf("KAFKA_CLUSTER_PORT_%d", i+1), def)
+		if err != nil {
+			return nil, err
+		}
+		s.nodes, s.hostPorts = append(s.nodes, fmt.Sprintf("kafka-%d", i+1)), append(s.hostPorts, port)
+	}
+	return s, nil
+}
+
+func projectStack(suffix string) (*composeStack, error) {
 	s := &composeStack{env: map[string]string{}}
 	var err error
 	if s.project, err = repo.Setting("COMPOSE_PROJECT_NAME", "event-driven-kafka-go"); err != nil {
 		return nil, err
 	}
-	if s.hostPort, err = repo.Setting("KAFKA_HOST_PORT", "9092"); err != nil {
-		return nil, err
-	}
+	s.project += suffix
 	if s.composeCmd, err = stack.ComposeCommand(); err != nil {
 		return nil, err
 	}
@@ -118,50 +162,77 @@ func newStack() (*composeStack, error) {
 }
 
 // compose runs a compose command on the project, showing its output.
-func (s *composeStack) compose(args ...string) error {
-	args = append(append(s.composeCmd[1:], "--project-name", s.project), args...)
+func (s *composeStack) compose(command ...string) error {
+	args := append(slices.Clone(s.composeCmd[1:]), "--project-name", s.project)
+	if s.file != "" {
+		args = append(args, "--file", s.file)
+	}
+	args = append(args, command...)
 	fmt.Println(strings.Join(append(s.composeCmd[:1], args...), " "))
 	return sh.RunWithV(s.env, s.composeCmd[0], args...)
 }
 
-// bootstrap is the address host clients use.
-func (s *composeStack) bootstrap() string { return "localhost:" + s.hostPort }
+// bootstrap is the address list host clients use.
+func (s *composeStack) bootstrap() string {
+	addrs := make([]string, len(s.hostPorts))
+	for i, p := range s.hostPorts {
+		addrs[i] = "localhost:" + p
+	}
+	return strings.Join(addrs, ",")
+}
 
-// up starts Kafka from image and waits until its healthcheck passes.
+// inside is the address list containers on the project's network use.
+func (s *composeStack) inside() string {
+	addrs := make([]string, len(s.nodes))
+	for i, n := range s.nodes {
+		addrs[i] = n + ":19092"
+	}
+	return strings.Join(addrs, ",")
+}
+
+// up starts the Kafka nodes from image and waits until their healthchecks pass.
 func (s *composeStack) up(image string) error {
-	if err := s.checkPort(); err != nil {
-		return err
+	for i := range s.nodes {
+		if err := s.checkPort(i); err != nil {
+			return err
+		}
 	}
 	s.env["KAFKA_IMAGE"] = image
-	if err := s.compose("up", "--detach", "kafka"); err != nil {
+	if err := s.compose(append([]string{"up", "--detach"}, s.nodes...)...); err != nil {
 		return fmt.Errorf("start Kafka: %w", err)
 	}
-	if err := s.waitHealthy(3 * time.Minute); err != nil {
-		return err
+	for _, n := range s.nodes {
+		if err := s.waitHealthy(n, 3*time.Minute); err != nil {
+			return err
+		}
 	}
-	fmt.Printf("Kafka is up: host clients use %s, containers kafka:19092.\n", s.bootstrap())
+	fmt.Printf("Kafka is up: host clients use %s, containers %s.\n", s.bootstrap(), s.inside())
 	return nil
 }
 
-// checkPort fails with one line when Kafka's host port is taken by
+// checkPort fails with one line when node i's host port is taken by
 // something other than this project's Kafka.
-func (s *composeStack) checkPort() error {
-	if id, _ := s.kafkaContainer(true); id != "" {
+func (s *composeStack) checkPort(i int) error {
+	if id, _ := s.kafkaContainer(s.nodes[i], true); id != "" {
 		return nil // ours, already running
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:"+s.hostPort)
+	port := s.hostPorts[i]
+	l, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
-		return fmt.Errorf("port %s on 127.0.0.1 is already in use (another Kafka?): stop that program, or use another port: KAFKA_HOST_PORT=19092 go tool mage up, then KAFKA_BOOTSTRAP_SERVERS=localhost:19092 for the services", s.hostPort)
+		if s.file != "" {
+			return fmt.Errorf("port %s on 127.0.0.1 is already in use (another Kafka?): stop that program, or give node %d another port: KAFKA_CLUSTER_PORT_%d=29192 go tool mage cluster:up", port, i+1, i+1)
+		}
+		return fmt.Errorf("port %s on 127.0.0.1 is already in use (another Kafka?): stop that program, or use another port: KAFKA_HOST_PORT=19092 go tool mage up, then KAFKA_BOOTSTRAP_SERVERS=localhost:19092 for the services", port)
 	}
 	return l.Close()
 }
 
-// kafkaContainer returns the id of the project's Kafka container, if any
-// (only a running one when running is set).
-func (s *composeStack) kafkaContainer(running bool) (string, error) {
+// kafkaContainer returns the id of the project's container of a Kafka
+// service, if any (only a running one when running is set).
+func (s *composeStack) kafkaContainer(service string, running bool) (string, error) {
 	args := []string{"ps", "--quiet", "--all",
 		"--filter", "label=com.docker.compose.project=" + s.project,
-		"--filter", "label=com.docker.compose.service=kafka"}
+		"--filter", "label=com.docker.compose.service=" + service}
 	if running {
 		args = append(args, "--filter", "status=running")
 	}
@@ -176,17 +247,27 @@ func (s *composeStack) kafkaContainer(running bool) (string, error) {
 	return ids[0], nil
 }
 
-// waitHealthy polls the Kafka container's health until it is healthy,
+// running tells whether every Kafka node of the project runs.
+func (s *composeStack) running() bool {
+	for _, n := range s.nodes {
+		if id, err := s.kafkaContainer(n, true); err != nil || id == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// waitHealthy polls a Kafka container's health until it is healthy,
 // unhealthy, gone, or timeout passed; failures carry its last log lines.
-func (s *composeStack) waitHealthy(timeout time.Duration) error {
-	id, err := s.kafkaContainer(false)
+func (s *composeStack) waitHealthy(service string, timeout time.Duration) error {
+	id, err := s.kafkaContainer(service, false)
 	if err != nil {
 		return err
 	}
 	if id == "" {
-		return errors.New("no Kafka container was started")
+		return fmt.Errorf("no %s container was started", service)
 	}
-	fmt.Print("Waiting for Kafka to be healthy")
+	fmt.Printf("Waiting for %s to be healthy", service)
 	defer fmt.Println()
 	for deadline := time.Now().Add(timeout); ; {
 		out, err := sh.Output("docker", "inspect", "--format", "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", id)
@@ -198,9 +279,9 @@ func (s *composeStack) waitHealthy(timeout time.Duration) error {
 		case len(state) == 2 && state[1] == "healthy":
 			return nil
 		case len(state) > 0 && state[0] != "running" && state[0] != "created":
-			return fmt.Errorf("kafka container is %s; its last log lines:\n%s", state[0], lastLogs(id))
+			return fmt.Errorf("%s container is %s; its last log lines:\n%s", service, state[0], lastLogs(id))
 		case time.Now().After(deadline):
-			return fmt.Errorf("kafka not healthy within %s; its last log lines:\n%s", timeout, lastLogs(id))
+			return fmt.Errorf("%s not healthy within %s; its last log lines:\n%s", service, timeout, lastLogs(id))
 		}
 		fmt.Print(".")
 		time.Sleep(time.Second)

@@ -29,6 +29,9 @@ func (r Repo) DotEnvFile() string { return filepath.Join(r.Dir, ".env") }
 // ComposeFile is the compose file users run.
 func (r Repo) ComposeFile() string { return filepath.Join(r.Dir, "docker-compose.yml") }
 
+// ClusterComposeFile is the compose file of the three-node cluster.
+func (r Repo) ClusterComposeFile() string { return filepath.Join(r.Dir, "docker-compose.cluster.yml") }
+
 // Setting returns a variable from the environment, else from .env, else
 // def: the precedence docker compose applies.
 func (r Repo) Setting(key, def string) (string, error) {
@@ -85,14 +88,17 @@ type Compose struct {
 }
 
 // Compose parses the compose file.
-func (r Repo) Compose() (Compose, error) {
+func (r Repo) Compose() (Compose, error) { return ReadCompose(r.ComposeFile()) }
+
+// ReadCompose parses a compose file.
+func ReadCompose(path string) (Compose, error) {
 	var c Compose
-	b, err := os.ReadFile(r.ComposeFile())
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return c, fmt.Errorf("read compose file: %w", err)
 	}
 	if err := yaml.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("parse %s: %w", r.ComposeFile(), err)
+		return c, fmt.Errorf("parse %s: %w", path, err)
 	}
 	return c, nil
 }
