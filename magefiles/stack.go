@@ -247,16 +247,6 @@ func (s *composeStack) kafkaContainer(service string, running bool) (string, err
 	return ids[0], nil
 }
 
-// running tells whether every Kafka node of the project runs.
-func (s *composeStack) running() bool {
-	for _, n := range s.nodes {
-		if id, err := s.kafkaContainer(n, true); err != nil || id == "" {
-			return false
-		}
-	}
-	return true
-}
-
 // waitHealthy polls a Kafka container's health until it is healthy,
 // unhealthy, gone, or timeout passed; failures carry its last log lines.
 func (s *composeStack) waitHealthy(service string, timeout time.Duration) error {

@@ -11,7 +11,7 @@ import (
 
 // testTimeout bounds the test binary; CI jobs around it allow more, so that
 // a hang ends with the test binary's goroutine dump.
-const testTimeout = "20m"
+const testTimeout = "30m"
 
 // Test runs lint, unit tests and the e2e suite, as CI does.
 //
