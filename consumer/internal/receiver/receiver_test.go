@@ -510,7 +510,7 @@ func TestNew_keepsConsumerPropertiesOffTheDeadLetterProducer(t *testing.T) {
 }
 
 func TestReceiver_commitsBeforePartitionsMove(t *testing.T) {
-	mc := newMockCluster(t, 1, map[string]int{topic: 2})
+	mc := newMockCluster(t, 3, map[string]int{topic: 2}) // each partition led by another broker
 	batch := func(from, to int) []*kafka.Message {
 		var msgs []*kafka.Message
 		for i := from; i <= to; i++ {
