@@ -327,66 +327,79 @@ func checkConsumers(f *figures, runs [][]logLine, log []record, stored map[posit
 	handled := map[position]int{}
 	dead := map[position]int{}
 	firstUpTo := map[int32]int64{} // highest offset delivered for the first time
+	// The consumer flags an event duplicate when its numeric id is at or
+	// below the highest it handled from the same source and partition in
+	// this run; its flags must follow that rule.
+	type from struct {
+		run       int
+		partition int32
+		source    string
+	}
+	highest := map[from]uint64{}
+	// Runs of one group may overlap, a partition moving between them: what
+	// they handled is judged in the order it happened.
+	type entry struct {
+		run int
+		l   logLine
+	}
+	var all []entry
 	for run, lines := range runs {
-		// The consumer flags an event duplicate when its numeric id is at or
-		// below the highest it handled from the same source and partition
-		// in this run; its flags must follow that rule.
-		type from struct {
-			partition int32
-			source    string
-		}
-		highest := map[from]uint64{}
 		for _, l := range lines {
-			isReceipt, isDead := l.is(msgReceived), l.is(msgDeadLettered)
-			if !isReceipt && !isDead {
-				continue
-			}
-			if l.Partition == nil || l.Offset == nil {
-				f.problem("consumer run %d: %q without partition and offset", run, l.Msg)
-				continue
-			}
-			pos := position{*l.Partition, *l.Offset}
-			r, ok := stored[pos]
-			if !ok {
-				f.Mismatched++
-				f.problem("consumer run %d: %q at %d@%d, where the log holds nothing", run, l.Msg, pos.partition, pos.offset)
-				continue
-			}
-			if isDead {
-				f.DeadLettered++
-				dead[pos]++
-				if dead[pos] > 1 {
-					redelivered(run, l, pos)
-				}
-				continue
-			}
-			f.Received++
-			handled[pos]++
-			if handled[pos] > 1 {
+			all = append(all, entry{run, l})
+		}
+	}
+	slices.SortStableFunc(all, func(a, b entry) int { return a.l.Time.Compare(b.l.Time) })
+	for _, e := range all {
+		run, l := e.run, e.l
+		isReceipt, isDead := l.is(msgReceived), l.is(msgDeadLettered)
+		if !isReceipt && !isDead {
+			continue
+		}
+		if l.Partition == nil || l.Offset == nil {
+			f.problem("consumer run %d: %q without partition and offset", run, l.Msg)
+			continue
+		}
+		pos := position{*l.Partition, *l.Offset}
+		r, ok := stored[pos]
+		if !ok {
+			f.Mismatched++
+			f.problem("consumer run %d: %q at %d@%d, where the log holds nothing", run, l.Msg, pos.partition, pos.offset)
+			continue
+		}
+		if isDead {
+			f.DeadLettered++
+			dead[pos]++
+			if dead[pos] > 1 {
 				redelivered(run, l, pos)
-			} else {
-				if last, ok := firstUpTo[pos.partition]; ok && pos.offset < last {
-					f.Reordered++
-					f.problem("consumer run %d: offset %d of partition %d delivered for the first time after offset %d",
-						run, pos.offset, pos.partition, last)
-				}
-				firstUpTo[pos.partition] = max(firstUpTo[pos.partition], pos.offset)
 			}
-			if l.ID != r.id() || l.timestamp() != r.timestamp() {
+			continue
+		}
+		f.Received++
+		handled[pos]++
+		if handled[pos] > 1 {
+			redelivered(run, l, pos)
+		} else {
+			if last, ok := firstUpTo[pos.partition]; ok && pos.offset < last {
+				f.Reordered++
+				f.problem("consumer run %d: offset %d of partition %d delivered for the first time after offset %d",
+					run, pos.offset, pos.partition, last)
+			}
+			firstUpTo[pos.partition] = max(firstUpTo[pos.partition], pos.offset)
+		}
+		if l.ID != r.id() || l.timestamp() != r.timestamp() {
+			f.Mismatched++
+			f.problem("consumer run %d: received %q id %q at %d@%d, where the log holds %q id %q",
+				run, l.timestamp(), l.ID, pos.partition, pos.offset, r.timestamp(), r.id())
+		}
+		if id := r.seq(); id != 0 {
+			k := from{run, pos.partition, r.source()}
+			want := id <= highest[k]
+			if l.Duplicate != want {
 				f.Mismatched++
-				f.problem("consumer run %d: received %q id %q at %d@%d, where the log holds %q id %q",
-					run, l.timestamp(), l.ID, pos.partition, pos.offset, r.timestamp(), r.id())
+				f.problem("consumer run %d: event %s at %d@%d flagged duplicate=%v, want %v",
+					run, l.ID, pos.partition, pos.offset, l.Duplicate, want)
 			}
-			if id := r.seq(); id != 0 {
-				k := from{pos.partition, r.source()}
-				want := id <= highest[k]
-				if l.Duplicate != want {
-					f.Mismatched++
-					f.problem("consumer run %d: event %s at %d@%d flagged duplicate=%v, want %v",
-						run, l.ID, pos.partition, pos.offset, l.Duplicate, want)
-				}
-				highest[k] = max(highest[k], id)
-			}
+			highest[k] = max(highest[k], id)
 		}
 	}
 	for _, r := range log {

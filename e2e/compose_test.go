@@ -147,7 +147,13 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 // so that the suite's teardown removes them even after Ctrl-C.
 func composeEnv(t *testing.T, project string) []string {
 	t.Helper()
-	f, err := repo.Compose()
+	return composeFileEnv(t, project, repo.ComposeFile())
+}
+
+// composeFileEnv is composeEnv for the compose file at path.
+func composeFileEnv(t *testing.T, project, path string) []string {
+	t.Helper()
+	f, err := stack.ReadCompose(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,15 +171,15 @@ func composeEnv(t *testing.T, project string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "e2e-labels.yml")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	labels := filepath.Join(t.TempDir(), "e2e-labels.yml")
+	if err := os.WriteFile(labels, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base, err := filepath.Abs(repo.ComposeFile())
+	base, err := filepath.Abs(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []string{"COMPOSE_PROJECT_NAME=" + project, "COMPOSE_FILE=" + base + string(os.PathListSeparator) + path}
+	return []string{"COMPOSE_PROJECT_NAME=" + project, "COMPOSE_FILE=" + base + string(os.PathListSeparator) + labels}
 }
 
 // projectContainer returns the id of the container of a service of project.
