@@ -167,7 +167,8 @@ func TestConsumer_refusedDeadLetterStops(t *testing.T) {
 	w.createTopic(topic)
 	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group,
 		"-X", fmt.Sprintf("max.poll.interval.ms=%d", pollInterval.Milliseconds()),
-		"-X", "session.timeout.ms=10000")...) // librdkafka wants it no longer than the poll interval
+		// Classic: librdkafka wants its session timeout no longer than the poll interval.
+		"--group-protocol", "classic", "-X", "session.timeout.ms=10000")...)
 	c.waitCount(msgPartitionsAsg, 1, time.Minute)
 	g := valid[0]
 	w.write(topic, nil, []byte(g.Value), g.eventHeaders(1))

@@ -115,7 +115,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	for _, s := range settings {
 		fs.String(s.name, s.def, s.usage+" (env "+s.env+")")
 	}
-	fs.Func("X", "librdkafka property `key=value`, repeatable (e.g. -X session.timeout.ms=6000)", func(kv string) error {
+	fs.Func("X", "librdkafka property `key=value`, repeatable (e.g. -X fetch.wait.max.ms=100)", func(kv string) error {
 		k, v, ok := strings.Cut(kv, "=")
 		if k = strings.TrimSpace(k); !ok || k == "" {
 			return fmt.Errorf("want key=value, got %q", kv)
