@@ -133,18 +133,24 @@ func (c *cluster) topic(topic string) (leaders map[int32]int32, replicas, inSync
 	return leaders, replicas, inSync, nil
 }
 
-// waitInSync waits until every partition of topic has a leader and all its
-// replicas in sync: the state a rolling restart waits for between nodes.
-func (c *cluster) waitInSync(t *testing.T, topic string, timeout time.Duration) {
+// waitInSync waits until every partition of every topic, the internal ones
+// included, has a leader and all its replicas in sync: the state a rolling
+// restart waits for between nodes, and the next scenario starts from.
+func (c *cluster) waitInSync(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	waitUntil(t, timeout, "every replica of "+topic+" in sync", func() error {
-		leaders, replicas, inSync, err := c.topic(topic)
-		for p, l := range leaders {
-			if err == nil && (l < 0 || inSync[p] < replicas[p]) {
-				err = fmt.Errorf("partition %d: leader %d, %d of %d replicas in sync", p, l, inSync[p], replicas[p])
+	waitUntil(t, timeout, "every replica in sync", func() error {
+		md, err := c.admin.GetMetadata(nil, true, 5000)
+		if err != nil {
+			return err
+		}
+		for name, tm := range md.Topics {
+			for _, p := range tm.Partitions {
+				if p.Leader < 0 || len(p.Isrs) < len(p.Replicas) {
+					return fmt.Errorf("%s partition %d: leader %d, %d of %d replicas in sync", name, p.ID, p.Leader, len(p.Isrs), len(p.Replicas))
+				}
 			}
 		}
-		return err
+		return nil
 	})
 }
 
@@ -207,7 +213,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 		resumed := time.Now()
 		newLeaders, _, _, _ := c.topic(topic)
 		c.start(t, leader)
-		c.waitInSync(t, topic, 3*time.Minute)
+		c.waitInSync(t, 3*time.Minute)
 		if code := p.wait(3 * time.Minute); code != 0 {
 			t.Errorf("producer exited with %d; want 0", code)
 		}
@@ -237,7 +243,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 		p.waitFor("deliveries once a second node is back", 3*time.Minute, func() bool { return p.count(msgDelivered) > acked })
 		resumed := time.Now()
 		c.start(t, 1)
-		c.waitInSync(t, topic, 3*time.Minute)
+		c.waitInSync(t, 3*time.Minute)
 		if code := p.wait(3 * time.Minute); code != 0 {
 			t.Errorf("producer exited with %d; want 0", code)
 		}
@@ -274,7 +280,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 			t.Helper()
 			var at time.Time
 			for _, s := range members {
-				s.waitFor("partitions after the group changed", time.Minute, func() bool {
+				s.waitFor("partitions after the group changed", 2*time.Minute, func() bool {
 					l, ok := s.lastBetween(msgPartitionsAsg, w.at, time.Now())
 					if ok && l.Time.After(at) {
 						at = l.Time
@@ -342,7 +348,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 		for n := int32(1); n <= 3; n++ {
 			c.stop(t, n, dc.SIGTERM)
 			c.start(t, n)
-			c.waitInSync(t, topic, 4*time.Minute)
+			c.waitInSync(t, 4*time.Minute)
 			acked := p.count(msgDelivered)
 			p.waitFor(fmt.Sprintf("deliveries after kafka-%d came back", n), time.Minute, func() bool { return p.count(msgDelivered) > acked+1000 })
 		}

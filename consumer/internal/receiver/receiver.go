@@ -126,8 +126,12 @@ func (r *Receiver) checkGroupProtocol(ctx context.Context) error {
 		return nil
 	}
 	md, err := r.dlq.GetMetadata(nil, false, 1000)
-	if err != nil || len(md.Brokers) == 0 {
-		return r.fail("the cluster's metadata", cmp.Or(err, errors.New("no brokers")))
+	for ; err != nil || len(md.Brokers) == 0; md, err = r.dlq.GetMetadata(nil, false, 1000) {
+		select { // the first connections may take a while: try until ctx ends
+		case <-ctx.Done():
+			return r.fail("the cluster's metadata", cmp.Or(err, errors.New("no brokers")))
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	broker := kafka.ConfigResource{Type: kafka.ResourceBroker, Name: strconv.Itoa(int(md.Brokers[0].ID))}
 	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{broker})
