@@ -23,7 +23,7 @@ var (
 // copies take the cluster's defaults) and waits until it has leaders, and
 // for the cluster until ctx ends.
 func (s *Sender) EnsureTopic(ctx context.Context) error {
-	_, err := ensureTopic(ctx, s.c.p, kafka.TopicSpecification{Topic: s.opts.Topic,
+	err := ensureTopic(ctx, s.c.p, kafka.TopicSpecification{Topic: s.opts.Topic,
 		NumPartitions: cmp.Or(s.opts.Partitions, -1), ReplicationFactor: s.opts.Replication}, s.log)
 	if err == nil {
 		// No event goes out before the idempotent producer has its id, and
@@ -42,9 +42,9 @@ func (s *Sender) EnsureTopic(ctx context.Context) error {
 // idWait bounds the wait for the producer id; the events wait for it anyway.
 const idWait = 3 * time.Second
 
-// ensureTopic returns the topic's number of partitions once all have a
-// leader. A missing topic is created on purpose, never by auto-creation.
-func ensureTopic(ctx context.Context, p *kafka.Producer, spec kafka.TopicSpecification, log *slog.Logger) (int32, error) {
+// ensureTopic returns once every partition of the topic has a leader. A
+// missing topic is created on purpose, never by auto-creation.
+func ensureTopic(ctx context.Context, p *kafka.Producer, spec kafka.TopicSpecification, log *slog.Logger) error {
 	topic, created := spec.Topic, false
 	for {
 		// A request cannot be cancelled; each waits at most FlushTimeout,
@@ -52,11 +52,11 @@ func ensureTopic(ctx context.Context, p *kafka.Producer, spec kafka.TopicSpecifi
 		md, err := p.GetMetadata(&topic, false, int(FlushTimeout/time.Millisecond))
 		if err == nil {
 			if n, err := topicState(md, topic); err != nil || n > 0 {
-				return n, err
+				return err
 			}
 			if !created {
 				if err = create(ctx, p, spec, log); err != nil {
-					return 0, err
+					return err
 				}
 				created = true
 			}
@@ -64,9 +64,9 @@ func ensureTopic(ctx context.Context, p *kafka.Producer, spec kafka.TopicSpecifi
 		select {
 		case <-ctx.Done():
 			if created {
-				return 0, fmt.Errorf("topic %q: %w", topic, ErrNoLeader)
+				return fmt.Errorf("topic %q: %w", topic, ErrNoLeader)
 			}
-			return 0, fmt.Errorf("look up topic %q: %w", topic, err)
+			return fmt.Errorf("look up topic %q: %w", topic, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -79,7 +79,7 @@ func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	time.AfterFunc(500*time.Millisecond, cancel) // a stop signal
-	_, err = ensureTopic(ctx, p, kafka.TopicSpecification{Topic: "timestamp"}, slog.New(slog.DiscardHandler))
+	err = ensureTopic(ctx, p, kafka.TopicSpecification{Topic: "timestamp"}, slog.New(slog.DiscardHandler))
 	if err == nil || errors.Is(err, ErrRefused) || errors.Is(err, ErrNoLeader) {
 		t.Fatalf("ensureTopic = %v, want an error that the cluster did not answer", err)
 	}
