@@ -3,6 +3,7 @@
 // signal waits a little for delivery reports; a second, or a shutdown over
 // 8 s, ends the process at once. Exit codes: 0 all delivered; 1 runtime
 // failure; 2 bad configuration; 128+signal after a second stop signal.
+// "producer healthcheck" asks a running producer's /readyz (exit 0 when ready).
 package main
 
 import (
@@ -14,18 +15,22 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/event-driven-go/kafka-go/producer/internal/config"
 	"github.com/event-driven-go/kafka-go/producer/internal/sender"
+	"github.com/event-driven-go/kafka-go/producer/internal/telemetry"
 )
 
 const (
@@ -42,6 +47,9 @@ func main() {
 // run is the whole program; it returns the exit code, unless a cut-short
 // shutdown ends the process through exit first.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, signals <-chan os.Signal, exit func(int)) int {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := config.Parse(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -52,15 +60,28 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	}
 	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
 	props := kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
+	if cfg.HTTPAddr != "" {
+		props["statistics.interval.ms"] = 5000 // readiness and the client's metrics come from them
+	}
 	for k, v := range cfg.Kafka {
 		props[k] = v
 	}
+	tp, err := telemetry.Tracer(context.Background(), getenv, "producer")
+	if err != nil {
+		fmt.Fprintln(stderr, "producer: tracing:", err)
+		return 2
+	}
+	defer func() { // sends the spans still buffered, if exporting
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(ctx)
+	}()
 	host, _ := os.Hostname()
 	// A random part names this process: a restarted producer counts its ids from 1 again.
 	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
 	s, err := sender.New(sender.Options{Topic: cfg.Topic, Source: src, Interval: cfg.Interval, Count: cfg.Count,
 		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, KeyBySource: cfg.Key == "source", Partitions: cfg.Partitions,
-		Replication: cfg.Replication, Kafka: props}, log)
+		Replication: cfg.Replication, Tracer: tp.Tracer("producer"), Kafka: props}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: invalid Kafka client configuration:", err)
 		return 2
@@ -71,6 +92,27 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	var started atomic.Bool // the topic has its leaders
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			s.Close()
+			log.Error("Producer stopped", "err", fmt.Errorf("HTTP endpoint: %w", err))
+			return 1
+		}
+		reg := telemetry.NewRegistry()
+		s.Register(reg)
+		defer telemetry.Serve(ln, reg, s.Healthy, func() error {
+			switch {
+			case ctx.Err() != nil:
+				return errors.New("stopping")
+			case !started.Load():
+				return errors.New("starting: waiting for the topic's leaders")
+			}
+			return s.Ready()
+		})()
+		log.Info("HTTP endpoint: /healthz, /readyz, /metrics", "addr", ln.Addr().String())
+	}
 	done := make(chan struct{})
 	var watching sync.WaitGroup
 	defer watching.Wait()
@@ -86,6 +128,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		log.Error("Producer stopped", "err", startupError(err, cfg.BootstrapServers, cfg.Topic))
 		return 1
 	}
+	started.Store(true)
 	res, err := s.Run(ctx)
 	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unknown", res.Unknown, "recovered", res.Recovered}
 	if res.Elapsed > 0 {
@@ -96,6 +139,29 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		return 1
 	}
 	log.Info("Producer stopped", attrs...)
+	return 0
+}
+
+// healthcheck asks the /readyz of the producer configured by args and
+// getenv, for Docker's HEALTHCHECK: 0 when ready, 1 when not, 2 when the
+// configuration names no endpoint.
+func healthcheck(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.Parse(args, getenv, stdout)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintln(stderr, "producer healthcheck:", err)
+		return 2
+	case cfg.HTTPAddr == "":
+		fmt.Fprintln(stderr, "producer healthcheck: no endpoint to ask: set --http-addr or HTTP_ADDR")
+		return 2
+	}
+	if err := telemetry.Probe(cfg.HTTPAddr); err != nil {
+		fmt.Fprintln(stderr, "producer healthcheck: not ready:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ready")
 	return 0
 }
 
@@ -154,10 +220,22 @@ func (w stopWatch) watch(done <-chan struct{}, stop func()) {
 // the message, then key=value, the level unless INFO.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+		return slog.New(traced{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
 	}
 	return slog.New(&lineHandler{w: w, mu: new(sync.Mutex), level: level})
 }
+
+// traced adds the trace_id of a record's context, if it has one.
+type traced struct{ slog.Handler }
+
+func (h traced) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+func (h traced) WithAttrs(as []slog.Attr) slog.Handler { return traced{h.Handler.WithAttrs(as)} }
+func (h traced) WithGroup(name string) slog.Handler    { return traced{h.Handler.WithGroup(name)} }
 
 type lineHandler struct {
 	w     io.Writer

@@ -26,6 +26,7 @@ type Config struct {
 	Partitions       int    // of a topic the producer creates; 0 is the cluster's default
 	Replication      int    // copies of each partition of a topic it creates; 0 is the cluster's default
 	Key              string // source: events keyed by their source; none: spread over the partitions
+	HTTPAddr         string // host:port of /healthz, /readyz and /metrics; empty: off
 	LogFormat        string
 	LogLevel         slog.Level
 	LogEvents        bool              // a line per event ("Sending: ...")
@@ -57,6 +58,7 @@ var settings = []struct{ flag, env, def, usage string }{
 	{"key", "PRODUCER_KEY", "source", "source: every event is keyed by this producer's source, so all go to one partition, in order; none: spread over the partitions, in order within each"},
 	{"partitions", "KAFKA_PARTITIONS", "0", "partitions of the topic, if the producer creates it; 0 takes the cluster's num.partitions (1 on the single node, 6 on the cluster)"},
 	{"replication-factor", "KAFKA_REPLICATION_FACTOR", "0", "copies of each partition, if the producer creates the topic; 0 takes the cluster's default.replication.factor (1 on the single node, 3 on the cluster)"},
+	{"http-addr", "HTTP_ADDR", "", "serve /healthz, /readyz and /metrics on this host:port, e.g. 127.0.0.1:9464; empty: off"},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error; debug also shows every delivery report"},
 	{"log-events", "LOG_EVENTS", "true", "print a line per event; false prints only the start, the summary and problems"},
@@ -132,6 +134,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	check("partitions", err == nil && c.Partitions >= 0, "want a whole number >= 0 (0: the cluster's default)")
 	c.Replication, err = strconv.Atoi(raw["replication-factor"])
 	check("replication-factor", err == nil && c.Replication >= 0 && c.Replication <= 32767, "want a whole number >= 0 (0: the cluster's default)")
+	c.HTTPAddr = raw["http-addr"]
+	check("http-addr", c.HTTPAddr == "" || validPort(c.HTTPAddr), "want host:port or :port, e.g. 127.0.0.1:9464, or empty for none")
+	check("http-addr", c.HTTPAddr == "" || c.Kafka["statistics.interval.ms"] != "0",
+		"readiness and the client's metrics need -X statistics.interval.ms above 0 (5000 unless set)")
 	c.LogFormat = raw["log-format"]
 	check("log-format", c.LogFormat == "text" || c.LogFormat == "json", "want one of text, json")
 	check("log-level", c.LogLevel.UnmarshalText([]byte(raw["log-level"])) == nil, "want debug, info, warn or error")
@@ -150,6 +156,13 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		return Config{}, bad
 	}
 	return c, nil
+}
+
+// validPort tells a host:port whose port is a number a listener can take (0: any free one).
+func validPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	n, perr := strconv.Atoi(port)
+	return err == nil && perr == nil && n >= 0 && n <= 65535
 }
 
 // brokers checks a comma-separated list of host:port and tidies its spaces.

@@ -18,8 +18,15 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/event-driven-go/kafka-go/producer/internal/event"
+	"github.com/event-driven-go/kafka-go/producer/internal/telemetry"
 )
 
 // FlushTimeout bounds the wait for outstanding deliveries after a stop.
@@ -36,6 +43,7 @@ type Options struct {
 	Replication   int           // of a topic EnsureTopic creates; 0 is the cluster's default
 	LogEvents     bool          // log "Sending: ..." for each event
 	StallAfter    time.Duration // 0 means DefaultStallAfter
+	Tracer        trace.Tracer  // starts a publish span per event; nil: no trace context
 	Kafka         kafka.ConfigMap
 }
 
@@ -70,6 +78,10 @@ type Sender struct {
 	room                                             chan struct{}
 	fatal                                            context.Context // cancelled with the first fatal client error
 	setFatal                                         context.CancelCauseFunc
+	stats                                            *clientStats
+	delivery                                         prometheus.Histogram
+	tracer                                           trace.Tracer
+	spanAttrs                                        []attribute.KeyValue
 
 	qmu sync.Mutex
 	// pending are the events sent and not yet reported, by id; each
@@ -82,7 +94,8 @@ type Sender struct {
 
 type pending struct {
 	ev           event.Event
-	maybeWritten bool // purged in flight once, then sent again
+	span         trace.Span // publish, ended by the delivery report
+	maybeWritten bool       // purged in flight once, then sent again
 }
 
 // client is one Kafka producer and the goroutines that drain it.
@@ -110,7 +123,14 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	debug, _ := cm["debug"].(string)
 	cm["debug"] = strings.TrimPrefix(debug+",eos", ",")
 	opts.StallAfter = cmp.Or(opts.StallAfter, DefaultStallAfter)
-	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), pending: map[uint64]pending{}}
+	every, _ := strconv.Atoi(fmt.Sprint(cm["statistics.interval.ms"]))
+	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), pending: map[uint64]pending{},
+		stats: newClientStats(time.Duration(every) * time.Millisecond), tracer: cmp.Or(opts.Tracer, trace.Tracer(noop.Tracer{})),
+		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "producer_delivery_seconds",
+			Help: "Time from sending an event to its delivery report.", Buckets: latencyBuckets}),
+		// OpenTelemetry's messaging conventions; "publish" is what the tutorial's producer does.
+		spanAttrs: []attribute.KeyValue{attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", opts.Topic),
+			attribute.String("messaging.operation.type", "send"), attribute.String("messaging.operation.name", "publish")}}
 	if opts.KeyBySource {
 		s.key = []byte(opts.Source)
 	}
@@ -157,6 +177,10 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 	stopWatch()
 	watching.Wait()
 	s.Close()
+	for _, in := range s.pending { // no report came: their spans end here
+		in.span.SetStatus(codes.Error, "no delivery report")
+		in.span.End()
+	}
 	res := s.Counts()
 	res.Unknown = res.Attempted - res.Delivered - res.Failed // no report: may have been written
 	if last := s.lastReport.Load(); res.Attempted > 0 && last > 0 {
@@ -198,7 +222,11 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 			first = time.Now()
 		}
 		ev := event.Event{ID: id, Source: s.opts.Source, Time: at}
-		if err := s.send(ctx, ev); err != nil {
+		// A publish span per event; its trace context travels in the headers, and the delivery report ends it.
+		sctx, span := s.tracer.Start(ctx, "publish "+s.opts.Topic, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(s.spanAttrs...), trace.WithAttributes(attribute.String("messaging.message.id", strconv.FormatUint(id, 10))))
+		if err := s.send(ctx, pending{ev: ev, span: span}); err != nil {
+			span.End()
 			switch {
 			case ctx.Err() != nil:
 				return first, nil
@@ -213,7 +241,7 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 		}
 		s.attempted.Add(1)
 		if s.opts.LogEvents {
-			s.log.Info("Sending: "+ev.Timestamp(), "id", strconv.FormatUint(id, 10))
+			s.log.InfoContext(sctx, "Sending: "+ev.Timestamp(), "id", strconv.FormatUint(id, 10))
 		}
 	}
 	return first, nil
@@ -231,10 +259,10 @@ func slot(due, now time.Time, interval time.Duration) (at time.Time, late time.D
 
 // send hands an event to the client; a full local queue is back-pressure,
 // so it waits for room instead of failing the event.
-func (s *Sender) send(ctx context.Context, ev event.Event) error {
+func (s *Sender) send(ctx context.Context, in pending) error {
 	for {
 		s.mu.RLock()
-		err := s.produceLocked(s.c.p, pending{ev: ev})
+		err := s.produceLocked(s.c.p, in)
 		if code(err) == kafka.ErrQueueFull {
 			s.full.Store(int64(max(s.c.p.Len(), 1)))
 		}
@@ -258,10 +286,12 @@ func (s *Sender) send(ctx context.Context, ev event.Event) error {
 func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
+	headers := in.ev.Headers()
+	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), in.span), telemetry.Headers{H: &headers})
 	// The key picks the partition: librdkafka hashes it, so one source's
 	// events share one, in order. Without a key they are spread.
 	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny},
-		Key: s.key, Value: in.ev.Value(s.opts.ValueSize), Headers: in.ev.Headers(), Opaque: in.ev.ID}, nil)
+		Key: s.key, Value: in.ev.Value(s.opts.ValueSize), Headers: headers, Opaque: in.ev.ID}, nil)
 	if err == nil {
 		s.pending[in.ev.ID] = in
 	}
@@ -269,7 +299,7 @@ func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 }
 
 // reports drains p's events: a delivery report per accepted event, and
-// client errors; statistics (-X statistics.interval.ms) are ignored.
+// client errors, and statistics (-X statistics.interval.ms).
 func (s *Sender) reports(p *kafka.Producer) {
 	for e := range p.Events() {
 		switch e := e.(type) {
@@ -281,6 +311,10 @@ func (s *Sender) reports(p *kafka.Producer) {
 				case s.room <- struct{}{}:
 				default:
 				}
+			}
+		case *kafka.Stats:
+			if err := s.stats.update(e.String(), time.Now()); err != nil {
+				s.log.Warn("Statistics not understood", "err", err)
 			}
 		case kafka.Error:
 			if e.IsFatal() {
@@ -313,9 +347,16 @@ func (s *Sender) report(id uint64, tp kafka.TopicPartition) {
 // settle counts an event by its report and, unless delivered, says so.
 func (s *Sender) settle(in pending, tp kafka.TopicPartition) {
 	code, id := code(tp.Error), strconv.FormatUint(in.ev.ID, 10)
+	defer in.span.End()
+	if tp.Error != nil {
+		in.span.SetStatus(codes.Error, tp.Error.Error())
+	}
 	switch {
 	case tp.Error == nil:
 		s.delivered.Add(1)
+		s.delivery.Observe(time.Since(in.ev.Time).Seconds())
+		in.span.SetAttributes(attribute.String("messaging.destination.partition.id", strconv.Itoa(int(tp.Partition))),
+			attribute.Int64("messaging.kafka.offset", int64(tp.Offset)))
 		s.log.Debug("Delivered: "+in.ev.Timestamp(), "id", id, "partition", tp.Partition, "offset", int64(tp.Offset))
 	case code == kafka.ErrPurgeInflight || code == kafka.ErrMsgTimedOut || in.maybeWritten:
 		s.unknown.Add(1)
@@ -330,6 +371,34 @@ func code(err error) kafka.ErrorCode {
 	var kerr kafka.Error
 	errors.As(err, &kerr)
 	return kerr.Code()
+}
+
+// latencyBuckets, in seconds, resolve a local broker's milliseconds and a remote one's seconds.
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// Register adds the sender's metrics to reg: its counts, the time from
+// sending to the delivery report, and the client's statistics.
+func (s *Sender) Register(reg prometheus.Registerer) {
+	counter := func(name, help string, n *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(n.Load()) })
+	}
+	reg.MustRegister(s.delivery, s.stats,
+		counter("producer_events_sent_total", "Events the Kafka client accepted.", &s.attempted),
+		counter("producer_events_delivered_total", "Events acknowledged by all in-sync replicas.", &s.delivered),
+		counter("producer_events_failed_total", "Events surely not written.", &s.failed),
+		counter("producer_events_unconfirmed_total", "Events maybe written: timed out or purged in flight.", &s.unknown),
+		counter("producer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &s.recovered))
+}
+
+// Healthy returns the fatal client error, if any: then only a restart helps.
+func (s *Sender) Healthy() error { return context.Cause(s.fatal) }
+
+// Ready returns why the sender cannot deliver events now, or nil.
+func (s *Sender) Ready() error {
+	if err := s.Healthy(); err != nil {
+		return err
+	}
+	return s.stats.ready(s.opts.Topic, time.Now())
 }
 
 // Counts returns the counts so far; it is safe to call while Run runs.

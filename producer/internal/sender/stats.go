@@ -1,0 +1,135 @@
+package sender
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// statistics is the part of librdkafka's statistics (its STATISTICS.md)
+// that the producer shows as metrics and judges its readiness by.
+type statistics struct {
+	MsgCnt  int64 `json:"msg_cnt"` // events in the client's queues, not yet acknowledged
+	Brokers map[string]struct {
+		NodeID      int32  `json:"nodeid"` // -1: a bootstrap or logical entry
+		State       string `json:"state"`  // UP while connected
+		OutbufCnt   int64  `json:"outbuf_cnt"`
+		WaitrespCnt int64  `json:"waitresp_cnt"`
+		RTT         struct {
+			Avg, P99 float64 // microseconds
+		} `json:"rtt"`
+	} `json:"brokers"`
+	Topics map[string]struct {
+		Partitions map[string]struct {
+			Partition int32 `json:"partition"` // -1: the client's internal "unassigned" entry
+			Leader    int32 `json:"leader"`
+		} `json:"partitions"`
+	} `json:"topics"`
+}
+
+// clientStats holds the latest statistics; as a Prometheus collector it
+// turns them into gauges at each scrape.
+type clientStats struct {
+	mu    sync.Mutex
+	last  statistics
+	at    time.Time     // when they arrived; zero before the first
+	every time.Duration // statistics.interval.ms; 0: none are asked for
+
+	queue, up, rttAvg, rttP99, inFlight, queued *prometheus.Desc
+}
+
+func newClientStats(every time.Duration) *clientStats {
+	broker := []string{"broker"}
+	return &clientStats{every: every,
+		queue:    prometheus.NewDesc("producer_kafka_queue_messages", "Events in the Kafka client's queues, not yet acknowledged by a broker.", nil, nil),
+		up:       prometheus.NewDesc("producer_kafka_broker_up", "1 while the Kafka client is connected to the broker, else 0.", broker, nil),
+		rttAvg:   prometheus.NewDesc("producer_kafka_request_rtt_avg_seconds", "Average time of the requests to the broker in the last statistics interval.", broker, nil),
+		rttP99:   prometheus.NewDesc("producer_kafka_request_rtt_p99_seconds", "99th percentile of the request times to the broker in the last statistics interval.", broker, nil),
+		inFlight: prometheus.NewDesc("producer_kafka_requests_in_flight", "Requests sent to the broker and waiting for its answer.", broker, nil),
+		queued:   prometheus.NewDesc("producer_kafka_requests_queued", "Requests waiting to be sent to the broker.", broker, nil),
+	}
+}
+
+// update takes a statistics event's JSON.
+func (c *clientStats) update(js string, now time.Time) error {
+	var s statistics
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		return fmt.Errorf("librdkafka statistics: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last, c.at = s, now
+	return nil
+}
+
+// ready says why the client cannot send to topic now, judged by the
+// latest statistics: none, or too old (the client is stuck), or a
+// partition with no leader, or a leader the client is not connected to.
+func (c *clientStats) ready(topic string, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.every <= 0:
+		return errors.New("readiness needs the client's statistics: set -X statistics.interval.ms")
+	case c.at.IsZero():
+		return errors.New("no statistics from the Kafka client yet")
+	case now.Sub(c.at) > 3*c.every:
+		return fmt.Errorf("no statistics from the Kafka client for %s", now.Sub(c.at).Round(time.Second))
+	}
+	state := map[int32]string{}
+	for _, b := range c.last.Brokers {
+		if b.NodeID >= 0 {
+			state[b.NodeID] = b.State
+		}
+	}
+	parts := c.last.Topics[topic].Partitions
+	if len(parts) == 0 {
+		return fmt.Errorf("topic %s: no partitions known yet", topic)
+	}
+	for _, p := range parts {
+		switch {
+		case p.Partition < 0:
+		case p.Leader < 0:
+			return fmt.Errorf("topic %s partition %d: no leader", topic, p.Partition)
+		case state[p.Leader] != "UP":
+			return fmt.Errorf("topic %s partition %d: leader %d is %s", topic, p.Partition, p.Leader, state[p.Leader])
+		}
+	}
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (c *clientStats) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.queue, c.up, c.rttAvg, c.rttP99, c.inFlight, c.queued} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector: the gauges of the latest statistics, none before the first.
+func (c *clientStats) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at.IsZero() {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(c.last.MsgCnt))
+	for _, b := range c.last.Brokers {
+		if b.NodeID < 0 {
+			continue
+		}
+		id, up := strconv.Itoa(int(b.NodeID)), 0.0
+		if b.State == "UP" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, id)
+		ch <- prometheus.MustNewConstMetric(c.rttAvg, prometheus.GaugeValue, b.RTT.Avg/1e6, id)
+		ch <- prometheus.MustNewConstMetric(c.rttP99, prometheus.GaugeValue, b.RTT.P99/1e6, id)
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(b.WaitrespCnt), id)
+		ch <- prometheus.MustNewConstMetric(c.queued, prometheus.GaugeValue, float64(b.OutbufCnt), id)
+	}
+}
