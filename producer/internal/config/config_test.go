@@ -80,6 +80,11 @@ func TestParse(t *testing.T) {
 			want: func(c *Config) { c.LogEvents = false },
 		},
 		{
+			name: "HTTP endpoint from the environment",
+			env:  map[string]string{"HTTP_ADDR": ":9464"},
+			want: func(c *Config) { c.HTTPAddr = ":9464" },
+		},
+		{
 			name: "librdkafka properties",
 			args: []string{"-X", "linger.ms=50", "-X", "batch.size=1000000"},
 			want: func(c *Config) { c.Kafka = map[string]string{"linger.ms": "50", "batch.size": "1000000"} },
@@ -129,6 +134,8 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"unknown key", nil, map[string]string{"PRODUCER_KEY": "random"}, "PRODUCER_KEY"},
 		{"negative partitions", []string{"--partitions", "-2"}, nil, "--partitions"},
+		{"HTTP address without a port", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
+		{"HTTP endpoint without statistics", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=0"}, nil, "--http-addr"},
 		{"replication beyond Kafka's limit", nil, map[string]string{"KAFKA_REPLICATION_FACTOR": "40000"}, "KAFKA_REPLICATION_FACTOR"},
 		{"idempotence cannot be turned off", []string{"-X", "enable.idempotence=false"}, nil, "-X enable.idempotence"},
 		{"delivery reports cannot be turned off", []string{"-X", "go.delivery.reports=false"}, nil, "-X"},

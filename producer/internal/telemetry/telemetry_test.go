@@ -1,0 +1,112 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+func TestServe_answersHealthReadinessAndMetrics(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notReady := errors.New("topic timestamp partition 0: leader 1 is DOWN")
+	var ready atomic.Pointer[error]
+	ready.Store(&notReady)
+	defer Serve(ln, NewRegistry(), func() error { return nil }, func() error { return *ready.Load() })()
+	base := "http://" + ln.Addr().String()
+
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q, want 200 ok", code, body)
+	}
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "leader 1 is DOWN") {
+		t.Errorf("/readyz: %d %q, want 503 and the reason", code, body)
+	}
+	if err := Probe(ln.Addr().String()); err == nil || !strings.Contains(err.Error(), "503 Service Unavailable: topic timestamp") {
+		t.Errorf("Probe of a service not ready: %v, want the status and the reason", err)
+	}
+	var none error
+	ready.Store(&none)
+	if code, _ := get("/readyz"); code != 200 {
+		t.Errorf("/readyz: %d, want 200 once ready", code)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if err := Probe(":" + port); err != nil { // as in a container: HTTP_ADDR=:9464
+		t.Errorf("Probe of :%s: %v, want it asked on the loopback", port, err)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics: %d, want 200 with the Go runtime's metrics:\n%.300s", code, body)
+	}
+}
+
+func TestTracer_exportsOnlyWhenAnEndpointIsSet(t *testing.T) {
+	var posts atomic.Int32
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/traces" {
+			posts.Add(1)
+		}
+	}))
+	defer collector.Close()
+	for _, endpoint := range []string{"", collector.URL} {
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+		tp, err := Tracer(context.Background(), func(k string) string {
+			if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+				return endpoint
+			}
+			return ""
+		}, "producer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := tp.Tracer("test").Start(context.Background(), "publish timestamp")
+		if !span.SpanContext().IsValid() {
+			t.Errorf("endpoint %q: span without a trace id: no context would flow", endpoint)
+		}
+		span.End()
+		if err := tp.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		want := int32(0)
+		if endpoint != "" {
+			want = 1
+		}
+		if posts.Load() != want {
+			t.Errorf("endpoint %q: %d exports, want %d", endpoint, posts.Load(), want)
+		}
+	}
+}
+
+func TestHeaders_carryTraceContext(t *testing.T) {
+	in := []kafka.Header{{Key: "ce_id", Value: []byte("1")}}
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	Headers{&in}.Set("traceparent", tp)
+	ctx := propagation.TraceContext{}.Extract(context.Background(), Headers{&in})
+	var out []kafka.Header
+	propagation.TraceContext{}.Inject(ctx, Headers{&out})
+	if len(out) != 1 || out[0].Key != "traceparent" || string(out[0].Value) != tp {
+		t.Errorf("headers after a round trip: %v, want traceparent %s", out, tp)
+	}
+	if got := (Headers{&in}).Keys(); strings.Join(got, ",") != "ce_id,traceparent" {
+		t.Errorf("keys %v", got)
+	}
+}
