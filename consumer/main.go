@@ -3,6 +3,7 @@
 // Exit codes: 0 clean stop; 1 runtime failure (Kafka unreachable or refusing
 // at start, a fatal client error, a dead letter refused, a shutdown over 8 s);
 // 2 bad configuration; 128+signal when a second signal cut the shutdown short.
+// "consumer healthcheck" asks a running consumer's /readyz (exit 0 when ready).
 package main
 
 import (
@@ -12,18 +13,22 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 	"github.com/event-driven-go/kafka-go/consumer/internal/receiver"
+	"github.com/event-driven-go/kafka-go/consumer/internal/telemetry"
 )
 
 const (
@@ -50,6 +55,9 @@ type env struct {
 
 // run is the whole program; it returns the exit code.
 func run(ctx context.Context, e env) int {
+	if len(e.args) > 0 && e.args[0] == "healthcheck" {
+		return healthcheck(e)
+	}
 	cfg, err := config.Parse(e.args, e.getenv, e.stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
@@ -59,12 +67,47 @@ func run(ctx context.Context, e env) int {
 		return 2
 	}
 	log := newLogger(e.stdout, cfg.LogFormat, cfg.LogLevel)
-	r, err := receiver.New(cfg, log)
+	if _, set := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && !set {
+		cfg.Kafka["statistics.interval.ms"] = "5000" // readiness, lag and the client's metrics come from them
+	}
+	tp, err := telemetry.Tracer(ctx, e.getenv, "consumer")
+	if err != nil {
+		fmt.Fprintln(e.stderr, "consumer: tracing:", err)
+		return 2
+	}
+	defer func() { // sends the spans still buffered, if exporting
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(ctx)
+	}()
+	r, err := receiver.New(cfg, log, tp.Tracer("consumer"))
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: invalid Kafka client configuration:", err)
 		return 2
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	var started atomic.Bool // subscribed
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			r.Close()
+			log.Error("Consumer stopped", "err", fmt.Errorf("HTTP endpoint: %w", err))
+			cancel()
+			return 1
+		}
+		reg := telemetry.NewRegistry()
+		r.Register(reg)
+		defer telemetry.Serve(ln, reg, r.Healthy, func() error {
+			switch {
+			case ctx.Err() != nil:
+				return errors.New("stopping")
+			case !started.Load():
+				return errors.New("starting: checking the topics")
+			}
+			return r.Ready()
+		})()
+		log.Info("HTTP endpoint: /healthz, /readyz, /metrics", "addr", ln.Addr().String())
+	}
 	done := make(chan struct{})
 	defer close(done)
 	go watchdog(e.signals, done, cancel, e.exit, shutdownGrace, r.Uncommitted, log)
@@ -74,6 +117,7 @@ func run(ctx context.Context, e env) int {
 
 	var res receiver.Result
 	if err = r.EnsureTopics(ctx, e.admin, startupTimeout); err == nil {
+		started.Store(true)
 		res, err = r.Run(ctx)
 	} else if r.Close(); ctx.Err() != nil {
 		err = nil // stopped while starting: a clean stop
@@ -91,6 +135,29 @@ func run(ctx context.Context, e env) int {
 		return 1
 	}
 	log.Info("Consumer stopped", attrs...)
+	return 0
+}
+
+// healthcheck asks the /readyz of the consumer configured by e's args and
+// environment, for Docker's HEALTHCHECK: 0 when ready, 1 when not, 2 when
+// the configuration names no endpoint.
+func healthcheck(e env) int {
+	cfg, err := config.Parse(e.args[1:], e.getenv, e.stdout)
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		return 0
+	case err != nil:
+		fmt.Fprintln(e.stderr, "consumer healthcheck:", err)
+		return 2
+	case cfg.HTTPAddr == "":
+		fmt.Fprintln(e.stderr, "consumer healthcheck: no endpoint to ask: set --http-addr or HTTP_ADDR")
+		return 2
+	}
+	if err := telemetry.Probe(cfg.HTTPAddr); err != nil {
+		fmt.Fprintln(e.stderr, "consumer healthcheck: not ready:", err)
+		return 1
+	}
+	fmt.Fprintln(e.stdout, "ready")
 	return 0
 }
 
@@ -123,10 +190,23 @@ func watchdog(signals <-chan os.Signal, done <-chan struct{}, cancel func(), exi
 // attributes, the level only when it is not INFO, and no time.
 func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+		return slog.New(withTrace{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
 	}
 	return slog.New(&textHandler{w: w, mu: &sync.Mutex{}, level: level})
 }
+
+// withTrace adds the trace_id of a record's context, if it has one, so
+// that a line joins the producer's line of the same event.
+type withTrace struct{ slog.Handler }
+
+func (h withTrace) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+func (h withTrace) WithAttrs(as []slog.Attr) slog.Handler { return withTrace{h.Handler.WithAttrs(as)} }
+func (h withTrace) WithGroup(name string) slog.Handler    { return withTrace{h.Handler.WithGroup(name)} }
 
 type textHandler struct {
 	w     io.Writer

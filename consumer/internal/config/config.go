@@ -22,7 +22,8 @@ type Config struct {
 	BootstrapServers, Topic, Group, DLQTopic string
 	GroupProtocol                            string // consumer (KIP-848) or classic
 	Count                                    int
-	Partitions, Replication                  int // of topics it creates; 0 is the cluster's default
+	Partitions, Replication                  int    // of topics it creates; 0 is the cluster's default
+	HTTPAddr                                 string // host:port of /healthz, /readyz and /metrics; empty: off
 	LogFormat                                string
 	LogLevel                                 slog.Level
 	LogEvents                                bool              // a line per event ("Received: ...")
@@ -98,6 +99,13 @@ var settings = []struct {
 		}},
 	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped", "want a whole number >= 0",
 		func(c *Config, v string) bool { n, err := strconv.Atoi(v); c.Count = n; return err == nil && n >= 0 }},
+	{"http-addr", "HTTP_ADDR", "", "serve /healthz, /readyz and /metrics on this host:port, e.g. 127.0.0.1:9465; empty: off",
+		"want host:port or :port, e.g. 127.0.0.1:9465, or empty for none", func(c *Config, v string) bool {
+			_, port, err := net.SplitHostPort(v)
+			n, perr := strconv.Atoi(port)
+			c.HTTPAddr = v
+			return v == "" || err == nil && perr == nil && n >= 0 && n <= 65535
+		}},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines", "want one of text, json",
 		func(c *Config, v string) bool { c.LogFormat = v; return v == "text" || v == "json" }},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error", "want debug, info, warn or error",
@@ -155,6 +163,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		if strings.HasPrefix(k, "go.") {
 			return Config{}, &Error{"-X", k + "=" + cfg.Kafka[k], "go.* properties change how the client hands events to the consumer, which it relies on"}
 		}
+	}
+	if v := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && v == "0" {
+		return Config{}, &Error{"-X statistics.interval.ms", v, "readiness, lag and the client's metrics need statistics with --http-addr (5000 unless set)"}
 	}
 	return cfg, nil
 }

@@ -107,6 +107,8 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"group protocol through -X", []string{"-X", "group.protocol=classic"}, nil, "-X group.protocol"},
 		{"negative partitions", nil, map[string]string{"KAFKA_PARTITIONS": "-1"}, "KAFKA_PARTITIONS"},
 		{"replication not a number", []string{"--replication-factor", "three"}, nil, "--replication-factor"},
+		{"HTTP port out of range", nil, map[string]string{"HTTP_ADDR": ":65536"}, "HTTP_ADDR"},
+		{"lag without statistics", []string{"--http-addr", "127.0.0.1:9465", "-X", "statistics.interval.ms=0"}, nil, "-X statistics.interval.ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

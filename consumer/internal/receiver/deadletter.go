@@ -88,7 +88,7 @@ func (r *Receiver) deadLetters() error {
 		case e := <-d.report:
 			if err = e.(*kafka.Message).TopicPartition.Error; err == nil {
 				delete(r.pending, tp.Partition)
-				r.res.DeadLettered++
+				r.deadLettered.Add(1)
 				r.log.Warn("Dead-lettered", "reason", d.reason, "partition", tp.Partition, "offset", int64(tp.Offset), "dlq", r.cfg.DLQTopic)
 				r.handled(d.m, time.Now())
 				if err := r.c.Resume([]kafka.TopicPartition{tp}); err != nil {

@@ -218,8 +218,8 @@ func TestReceiver_givesUpADeadLetterWhosePartitionGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.store()
-	if len(r.pending) != 0 || r.res.DeadLettered != 0 || strings.Contains(out.String(), "Offset not stored") {
-		t.Errorf("%d writes pending, %d dead-lettered after the partition was revoked; want the write given up", len(r.pending), r.res.DeadLettered)
+	if len(r.pending) != 0 || r.result().DeadLettered != 0 || strings.Contains(out.String(), "Offset not stored") {
+		t.Errorf("%d writes pending, %d dead-lettered after the partition was revoked; want the write given up", len(r.pending), r.result().DeadLettered)
 	}
 }
 

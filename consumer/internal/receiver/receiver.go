@@ -18,9 +18,16 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 	"github.com/event-driven-go/kafka-go/consumer/internal/event"
+	"github.com/event-driven-go/kafka-go/consumer/internal/telemetry"
 )
 
 const (
@@ -43,7 +50,8 @@ type Receiver struct {
 	cm, dlqCM                                      kafka.ConfigMap
 	log                                            *slog.Logger
 	now                                            func() time.Time // the handler's clock
-	res                                            Result
+	received, duplicates, deadLettered, recovered  atomic.Int64     // read by /metrics while the loop counts
+	failed                                         atomic.Pointer[error]
 	first, last, storedAt, stalledSince, nextCheck time.Time
 	storeEvery, unstored                           int
 	toStore                                        map[int32]kafka.TopicPartition // offset after the last event handled
@@ -56,6 +64,11 @@ type Receiver struct {
 	timeout                                        time.Duration
 	logs                                           chan kafka.LogEvent // librdkafka's lines, of both clients
 	logsDone                                       chan struct{}
+	stats                                          *clientStats
+	latency                                        prometheus.Histogram
+	rebalances                                     *prometheus.CounterVec
+	tracer                                         trace.Tracer
+	spanAttrs                                      []attribute.KeyValue
 }
 
 // fromSource is where ids count up: one source's events on one partition.
@@ -64,11 +77,23 @@ type fromSource struct {
 	source    string
 }
 
-// New creates the consumer and the dead-letter producer; its errors come from the client configuration.
-func New(cfg config.Config, log *slog.Logger) (*Receiver, error) {
+// New creates the consumer and the dead-letter producer; its errors come
+// from the client configuration. tracer starts a process span per event
+// (nil: none).
+func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, error) {
+	every, _ := strconv.Atoi(cfg.Kafka["statistics.interval.ms"])
 	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, stallAfter: 15 * time.Second,
 		toStore: map[int32]kafka.TopicPartition{}, highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{},
-		lastMsg: map[int32]time.Time{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{})}
+		lastMsg: map[int32]time.Time{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{}),
+		stats: newClientStats(time.Duration(every) * time.Millisecond), tracer: cmp.Or(tracer, trace.Tracer(noop.Tracer{})),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "consumer_event_latency_seconds",
+			Help: "Time from an event's ce_time (when it was sent) to its handling here.", Buckets: latencyBuckets}),
+		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "consumer_rebalances_total",
+			Help: "Changes of this consumer's assignment, by change: assigned, revoked or lost."}, []string{"change"}),
+		// OpenTelemetry's messaging conventions.
+		spanAttrs: []attribute.KeyValue{attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", cfg.Topic),
+			attribute.String("messaging.operation.type", "process"), attribute.String("messaging.operation.name", "process"),
+			attribute.String("messaging.consumer.group.name", cfg.Group)}}
 	// A new group starts from the oldest event: none sent before it is skipped.
 	// librdkafka waits a second to refill a full local queue, stalling a fast reader.
 	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
@@ -160,21 +185,28 @@ func consumerOnly(k string) bool {
 		slices.Contains([]string{"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
 			"coordinator.query.interval.ms", "max.poll.interval.ms", "auto.commit.interval.ms", "queued.min.messages",
 			"queued.max.messages.kbytes", "max.partition.fetch.bytes", "isolation.level", "enable.partition.eof",
-			"check.crcs", "auto.offset.reset", "allow.auto.create.topics"}, k)
+			"check.crcs", "auto.offset.reset", "allow.auto.create.topics", "statistics.interval.ms"}, k)
 }
 
 // Run consumes until Count events were received or ctx ends, then commits and closes. It
 // returns an error for a fatal client error or a message the dead-letter topic refused.
 func (r *Receiver) Run(ctx context.Context) (Result, error) {
 	err := r.consume(ctx)
+	if err != nil {
+		r.failed.Store(&err)
+	}
 	r.Close()
-	r.res.Elapsed = r.last.Sub(r.first)
-	return r.res, err
+	return r.result(), err
+}
+
+func (r *Receiver) result() Result {
+	return Result{Received: r.received.Load(), Duplicates: r.duplicates.Load(), DeadLettered: r.deadLettered.Load(),
+		Recovered: r.recovered.Load(), Elapsed: r.last.Sub(r.first)}
 }
 
 func (r *Receiver) consume(ctx context.Context) error {
 	err := r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
-	for err == nil && ctx.Err() == nil && (r.cfg.Count == 0 || r.res.Received < int64(r.cfg.Count)) {
+	for err == nil && ctx.Err() == nil && (r.cfg.Count == 0 || r.received.Load() < int64(r.cfg.Count)) {
 		ev := r.c.Poll(100)
 		now := time.Now() // once per event: four reads were 4.5 % of the CPU at full speed
 		switch e := ev.(type) {
@@ -188,6 +220,10 @@ func (r *Receiver) consume(ctx context.Context) error {
 			r.log.Warn("Kafka client error, retrying", "err", e)
 		case kafka.OffsetsCommitted:
 			r.committed(e.Error, e.Offsets)
+		case *kafka.Stats:
+			if err := r.stats.update(e.String(), now); err != nil {
+				r.log.Warn("Statistics not understood", "err", err)
+			}
 		case nil:
 			r.store() // idle: nothing to batch with
 		}
@@ -203,12 +239,21 @@ func (r *Receiver) consume(ctx context.Context) error {
 
 // handle is the tutorial's handler: print "Received: 15:04:05", or dead-letter what cannot be decoded.
 func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
+	// A process span per event, a child of the producer's publish span
+	// when the headers carry its traceparent.
+	ctx := propagation.TraceContext{}.Extract(context.Background(), telemetry.Headers{H: &m.Headers})
+	ctx, span := r.tracer.Start(ctx, "process "+r.cfg.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(r.spanAttrs...),
+		trace.WithAttributes(attribute.String("messaging.destination.partition.id", strconv.Itoa(int(m.TopicPartition.Partition))),
+			attribute.Int64("messaging.kafka.offset", int64(m.TopicPartition.Offset))))
+	defer span.End()
 	ev, err := event.Decode(m.Value, m.Headers)
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		return r.deadLetter(m, err)
 	}
+	span.SetAttributes(attribute.String("messaging.message.id", ev.ID))
 	now, p := r.now(), m.TopicPartition.Partition
-	if r.res.Received++; r.res.Received == 1 {
+	if r.received.Add(1) == 1 {
 		r.first = now
 	}
 	r.last = now
@@ -219,7 +264,7 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 		k := fromSource{p, ev.Source}
 		high, ok := r.highest[k]
 		if dup = ok && id <= high; dup {
-			r.res.Duplicates++
+			r.duplicates.Add(1)
 		} else if !ok && len(r.highest) >= maxSources {
 			clear(r.highest)
 		}
@@ -237,7 +282,10 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 		if dup {
 			attrs = append(attrs, "duplicate", true)
 		}
-		r.log.Info("Received: "+ev.Timestamp, attrs...)
+		r.log.InfoContext(ctx, "Received: "+ev.Timestamp, attrs...)
+	}
+	if !ev.Time.IsZero() {
+		r.latency.Observe(now.Sub(ev.Time).Seconds())
 	}
 	r.handled(m, polled)
 	return nil
@@ -288,6 +336,7 @@ func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 		for _, tp := range e.Partitions {
 			r.lastMsg[tp.Partition] = time.Now()
 		}
+		r.rebalances.WithLabelValues("assigned").Inc()
 		r.log.Info("Partitions assigned", "partitions", partitions(e.Partitions))
 	case kafka.RevokedPartitions:
 		if !c.AssignmentLost() {
@@ -301,6 +350,11 @@ func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 			delete(r.toStore, tp.Partition)
 			delete(r.lastMsg, tp.Partition)
 		}
+		change := "revoked"
+		if c.AssignmentLost() {
+			change = "lost"
+		}
+		r.rebalances.WithLabelValues(change).Inc()
 		r.log.Info("Partitions revoked", "partitions", partitions(e.Partitions), "lost", c.AssignmentLost())
 	}
 	return nil
@@ -310,6 +364,38 @@ func (r *Receiver) commit() {
 	r.store()
 	offsets, err := r.c.Commit()
 	r.committed(err, offsets)
+}
+
+// latencyBuckets, in seconds, resolve a local broker's milliseconds and a backlog's minutes.
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// Register adds the receiver's metrics to reg: its counts, the events'
+// latency, the rebalances, and the client's statistics with the lag.
+func (r *Receiver) Register(reg prometheus.Registerer) {
+	counter := func(name, help string, n *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(n.Load()) })
+	}
+	reg.MustRegister(r.latency, r.rebalances, r.stats,
+		counter("consumer_events_received_total", "Events decoded and handled (duplicates included).", &r.received),
+		counter("consumer_events_duplicate_total", "Events handled again: an id at or below the highest seen from its source.", &r.duplicates),
+		counter("consumer_events_dead_lettered_total", "Messages that could not be decoded, copied to the dead-letter topic.", &r.deadLettered),
+		counter("consumer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &r.recovered))
+}
+
+// Healthy returns the error that stopped the consumer, if any.
+func (r *Receiver) Healthy() error {
+	if err := r.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// Ready returns why the consumer cannot take its part in the group now, or nil.
+func (r *Receiver) Ready() error {
+	if err := r.Healthy(); err != nil {
+		return err
+	}
+	return r.stats.ready(r.cfg.Topic, time.Now())
 }
 
 // Uncommitted is about how many events a crash now would deliver again; safe from any goroutine.
@@ -404,7 +490,7 @@ func (r *Receiver) checkStall(ctx context.Context, now time.Time) error {
 	r.log.Warn("Leader stall: re-creating the Kafka client", "topic", r.cfg.Topic, "partitions", strings.Join(parts, ","),
 		"client", strings.Join(client, "; "), "broker", strings.Join(broker, "; "))
 	// Should the stuck client hang in its commit or close, the watchdog ends the process.
-	r.res.Recovered++
+	r.recovered.Add(1)
 	return r.recreate()
 }
 

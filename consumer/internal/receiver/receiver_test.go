@@ -99,7 +99,7 @@ func newReceiver(t *testing.T, mc *kafka.MockCluster, out *syncBuffer, cfg confi
 			cfg.Kafka[k] = fmt.Sprint(v)
 		}
 	}
-	r, err := New(cfg, jsonLog(out, slog.LevelInfo))
+	r, err := New(cfg, jsonLog(out, slog.LevelInfo), nil)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -357,8 +357,8 @@ func TestReceiver_abandonedConsumerLosesNothing(t *testing.T) {
 		defer func() { _ = recover() }()
 		_ = a.consume(ctx)
 	}()
-	if a.res.Received != handled {
-		t.Fatalf("first consumer handled %d events, want %d:\n%s", a.res.Received, handled, outA.String())
+	if a.result().Received != handled {
+		t.Fatalf("first consumer handled %d events, want %d:\n%s", a.result().Received, handled, outA.String())
 	}
 
 	waitFor(t, 10*time.Second, "the first consumer's background commit", func() bool {
@@ -494,7 +494,7 @@ func TestNew_keepsConsumerPropertiesOffTheDeadLetterProducer(t *testing.T) {
 			}
 			var out syncBuffer
 			r, err := New(config.Config{Topic: topic, DLQTopic: topic + ".dlq", Group: "g", BootstrapServers: mc.BootstrapServers(),
-				Kafka: map[string]string{tt.key: fmt.Sprint(tt.value)}}, jsonLog(&out, slog.LevelDebug))
+				Kafka: map[string]string{tt.key: fmt.Sprint(tt.value)}}, jsonLog(&out, slog.LevelDebug), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
