@@ -55,7 +55,20 @@ func (Image) Apps() error {
 	return err
 }
 
-// All builds the offline Kafka image and both service images.
+// Prometheus builds the offline Prometheus image from Debian's package.
+//
+// The tag is PROMETHEUS_OFFLINE_IMAGE, by default prometheus-offline:latest:
+// a stand-in for prom/prometheus, with the same entrypoint, flags and port.
+func (Image) Prometheus() error {
+	mg.Deps(needDocker)
+	tag, err := builder.Prometheus()
+	if err == nil {
+		fmt.Println(tag)
+	}
+	return err
+}
+
+// All builds the offline Kafka, service and Prometheus images.
 func (Image) All() {
-	mg.SerialDeps(Image.Kafka, Image.Apps)
+	mg.SerialDeps(Image.Kafka, Image.Apps, Image.Prometheus)
 }

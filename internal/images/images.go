@@ -32,6 +32,8 @@ const (
 	debianSuite = "bookworm"
 	// kafkaImageDir holds the Dockerfile, scripts, configs and pom of the Kafka image.
 	kafkaImageDir = "images/kafka"
+	// prometheusImageDir holds the Dockerfile of the Prometheus image.
+	prometheusImageDir = "images/prometheus"
 )
 
 // Builder builds the images of the repository Repo, echoing each command
@@ -277,6 +279,40 @@ func (b Builder) Apps() ([]string, error) {
 		tags = append(tags, tag)
 	}
 	return tags, nil
+}
+
+// Prometheus builds the Prometheus image, a stand-in for prom/prometheus
+// from Debian's package, unless an image with the same inputs already
+// carries its tag, and returns the tag (PROMETHEUS_OFFLINE_IMAGE, by
+// default prometheus-offline:latest).
+func (b Builder) Prometheus() (string, error) {
+	tag, err := b.Repo.Setting("PROMETHEUS_OFFLINE_IMAGE", "prometheus-offline:latest")
+	if err != nil {
+		return "", err
+	}
+	base := debianBase{tag: "prometheus-offline-base:" + debianSuite, variant: "apt", packages: []string{"prometheus"}}
+	if err := b.ensure(base); err != nil {
+		return "", err
+	}
+	baseID, err := imageID(base.tag)
+	if err != nil {
+		return "", err
+	}
+	h := newInputs()
+	h.add("base", baseID)
+	if err := h.addTree(b.path(prometheusImageDir), nil); err != nil {
+		return "", err
+	}
+	want := h.sum()
+	if b.upToDate(tag, want) {
+		return tag, nil
+	}
+	err = b.docker("build", "--force-rm", "--tag", tag, "--label", inputsLabel+"="+want,
+		"--build-arg", "BASE_IMAGE="+base.tag, b.path(prometheusImageDir))
+	if err != nil {
+		return "", err
+	}
+	return tag, b.pruneDangling()
 }
 
 // goBuilderBase stands in for golang:<version>-bookworm: Debian with a C
