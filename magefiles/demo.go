@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/event-driven-go/kafka-go/internal/stack"
 	"github.com/magefile/mage/mg"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -30,7 +31,9 @@ import (
 // three-node cluster and three consumers of one group, and says which
 // broker leads each partition. PRODUCER_INTERVAL sets the
 // pace (default 5s). The output of the two services is interleaved, one
-// pane each, the way the tutorial's two terminals show them.
+// pane each, the way the tutorial's two terminals show them. Each service
+// serves /healthz, /readyz and /metrics on a free loopback port; the demo
+// prints their URLs.
 // (os/exec: the panes read each service's output as it comes.)
 func Demo(ctx context.Context) error {
 	mg.Deps(needCgo)
@@ -77,6 +80,14 @@ func Demo(ctx context.Context) error {
 		}
 	}
 
+	// Each service's HTTP endpoint on a port of its own.
+	ports, err := stack.FreePorts(consumers + 1)
+	if err != nil {
+		return err
+	}
+	httpAddr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+	producerArgs = append(producerArgs, "--http-addr", httpAddr(consumers))
+
 	out := newPanes(os.Stdout)
 	var names []string
 	var cmds []*exec.Cmd
@@ -89,7 +100,7 @@ func Demo(ctx context.Context) error {
 		}
 		joined.Add(1)
 		once := sync.OnceFunc(joined.Done)
-		cmd := serviceCommand(ctx, consumer, env, consumerArgs...)
+		cmd := serviceCommand(ctx, consumer, env, append(consumerArgs, "--http-addr", httpAddr(i))...)
 		done, err := out.start(cmd, name, func(line string) {
 			if assignedLine.MatchString(line) {
 				once()
@@ -115,6 +126,9 @@ func Demo(ctx context.Context) error {
 		if leaders, err := partitionLeaders(ctx, bootstrap, topic); err == nil {
 			fmt.Println("Leaders of " + topic + ": " + leaders)
 		}
+	}
+	for i, name := range append(names, "producer") {
+		fmt.Printf("%s: http://%s/metrics, /readyz, /healthz\n", name, httpAddr(i))
 	}
 	prod := serviceCommand(ctx, producer, env, producerArgs...)
 	prodDone, err := out.start(prod, "producer", nil)

@@ -16,8 +16,9 @@ const testTimeout = "30m"
 // Test runs lint, unit tests and the e2e suite, as CI does.
 //
 // The e2e suite runs KAFKA_IMAGE (pulled when missing; where no registry
-// answers, the offline build of image:kafka) and the service images (built
-// with docker compose; offline, with image:apps). Its workflow test runs the
+// answers, the offline build of image:kafka), the service images (built
+// with docker compose; offline, with image:apps) and PROMETHEUS_IMAGE
+// (likewise, offline with image:prometheus). Its workflow test runs the
 // lint and unit jobs of .github/workflows/ci.yml the way a runner does.
 // Without a Docker engine the tests that need it are skipped with one line,
 // except under CI=true or E2E_REQUIRED=1, where that is a failure.
@@ -60,7 +61,32 @@ func e2eImages() (map[string]string, error) {
 			return nil, err
 		}
 	}
-	return map[string]string{"KAFKA_IMAGE": kafka, "PRODUCER_IMAGE": producer, "CONSUMER_IMAGE": consumer}, nil
+	prometheus, err := prometheusImage()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"KAFKA_IMAGE": kafka, "PRODUCER_IMAGE": producer, "CONSUMER_IMAGE": consumer,
+		"PROMETHEUS_IMAGE": prometheus}, nil
+}
+
+// prometheusImage returns PROMETHEUS_IMAGE (environment over .env) when it
+// is on this machine or can be pulled, else the offline build of
+// image:prometheus.
+func prometheusImage() (string, error) {
+	image, err := repo.Setting("PROMETHEUS_IMAGE", "prom/prometheus:v3.5.0")
+	if err != nil {
+		return "", err
+	}
+	pullErr := ensureImage(image)
+	if pullErr == nil {
+		return image, nil
+	}
+	fmt.Fprintf(os.Stderr, "Prometheus image %s could not be pulled (%v): using the offline build (go tool mage image:prometheus).\n", image, pullErr)
+	tag, err := builder.Prometheus()
+	if err != nil {
+		return "", fmt.Errorf("%s could not be pulled and the offline image could not be built: %w", image, err)
+	}
+	return tag, nil
 }
 
 // appImages builds the service images with docker compose, as users of the
