@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,6 +80,25 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 		t.Errorf("inspect the kafka service: %v", err)
 	} else if info.State.Health.Status != "healthy" {
 		t.Errorf("kafka service health %q; the app services start only once it is healthy", info.State.Health.Status)
+	}
+	// The services' images check their own /readyz (their healthcheck
+	// subcommand, no curl): the consumer turns healthy once a member of its
+	// group, and the producer starts only then; it turns healthy once the
+	// topic's leader is reached.
+	for svc, id := range map[string]string{"consumer": consumer, "producer": producer} {
+		var info *dc.Container
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			if info, err = pool.Client.InspectContainer(id); err != nil {
+				t.Fatalf("inspect the %s service: %v", svc, err)
+			}
+			if info.State.Health.Status == "healthy" || time.Now().After(deadline) {
+				break
+			}
+		}
+		if want := []string{"CMD", "/usr/local/bin/" + svc, "healthcheck"}; info.State.Health.Status != "healthy" ||
+			info.Config.Healthcheck == nil || !slices.Equal(info.Config.Healthcheck.Test, want) {
+			t.Errorf("%s service health %q with the check %v; want healthy by %v", svc, info.State.Health.Status, info.Config.Healthcheck, want)
+		}
 	}
 
 	// The consumer receives what the producer sends, over kafka:19092.

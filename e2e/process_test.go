@@ -43,6 +43,10 @@ type logLine struct {
 	Recovered *int64 `json:"recovered"`
 	// Leader stall of the producer: events its old client still held.
 	Outstanding *int64 `json:"outstanding"`
+	// Sending: and Received: with --log-format json: the event's trace.
+	TraceID string `json:"trace_id"`
+	// The HTTP endpoint's line: where it listens.
+	Addr string `json:"addr"`
 }
 
 // Log messages the suite recognises; event lines carry the timestamp after the prefix.
@@ -89,9 +93,20 @@ type service struct {
 // still running, when the test ends; its output is shown if the test failed.
 func startService(t *testing.T, bin, name string, args ...string) *service {
 	t.Helper()
+	return startSlowlyRead(t, 0, bin, name, args...)
+}
+
+// startSlowlyRead is startService with a reader of stdout that takes
+// perLine for each line: a slow sink downstream. Once the pipe is full, the
+// service's writes block, and so does its loop.
+func startSlowlyRead(t *testing.T, perLine time.Duration, bin, name string, args ...string) *service {
+	t.Helper()
 	s := &service{t: t, name: name, exited: make(chan struct{})}
 	s.cmd = exec.Command(bin, append([]string{"--log-format", "json"}, args...)...)
-	s.cmd.Stdout = &lineWriter{line: s.stdoutLine}
+	s.cmd.Stdout = &lineWriter{line: func(b []byte) {
+		time.Sleep(perLine)
+		s.stdoutLine(b)
+	}}
 	s.cmd.Stderr = &lineWriter{line: func(b []byte) { s.addOutput("stderr: " + string(b)) }}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)

@@ -19,6 +19,8 @@ type settings struct {
 	kafkaImage    string
 	producerImage string
 	consumerImage string
+	// prometheusImage scrapes the services in the observability scenarios.
+	prometheusImage string
 }
 
 // loadSettings reads the image names the suite runs.
@@ -27,7 +29,8 @@ func loadSettings() (settings, error) {
 	for _, v := range []struct {
 		key string
 		to  *string
-	}{{"KAFKA_IMAGE", &s.kafkaImage}, {"PRODUCER_IMAGE", &s.producerImage}, {"CONSUMER_IMAGE", &s.consumerImage}} {
+	}{{"KAFKA_IMAGE", &s.kafkaImage}, {"PRODUCER_IMAGE", &s.producerImage}, {"CONSUMER_IMAGE", &s.consumerImage},
+		{"PROMETHEUS_IMAGE", &s.prometheusImage}} {
 		var err error
 		if *v.to, err = repo.Setting(v.key, ""); err != nil {
 			return settings{}, err

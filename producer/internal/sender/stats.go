@@ -110,11 +110,12 @@ func (c *clientStats) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector: the gauges of the latest statistics, none before the first.
+// Collect implements prometheus.Collector: the gauges of the latest
+// statistics; none before the first, nor once they stopped coming.
 func (c *clientStats) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.at.IsZero() {
+	if c.at.IsZero() || time.Since(c.at) > 3*c.every { // stale figures would hide that the client is stuck
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(c.last.MsgCnt))
