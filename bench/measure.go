@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -33,6 +36,7 @@ const (
 // Tool names, as the report shows them.
 const (
 	tOurs         = "ours"
+	tOursHTTP     = "ours, --http-addr"
 	tProducerPerf = "kafka-producer-perf-test"
 	tKcatP        = "kcat -P"
 	tKcatPHeaders = "kcat -P + our headers"
@@ -157,9 +161,9 @@ func (b *bench) producerThroughput(ctx context.Context) ([]*cell, error) {
 					return s, b.checkProduced(ctx, topic, n, size)
 				}
 			}
-			err := b.rounds(ctx, c, title, []contender{
-				{tOurs, run("ours", func(ctx context.Context, topic string) (sample, error) {
-					res, err := runChild(ctx, b.ourProducer(topic, 0, n, size, p))
+			ours := func(withHTTP bool) func(ctx context.Context, topic string) (sample, error) {
+				return func(ctx context.Context, topic string) (sample, error) {
+					res, err := runScraped(ctx, b.ourProducer(topic, 0, n, size, p), withHTTP)
 					if err != nil {
 						return nil, err
 					}
@@ -174,7 +178,11 @@ func (b *bench) producerThroughput(ctx context.Context) ([]*cell, error) {
 					s := throughput(n, size, res.wall, res.cpu)
 					s[mOwn] = own
 					return s, nil
-				})},
+				}
+			}
+			err := b.rounds(ctx, c, title, []contender{
+				{tOurs, run("ours", ours(false))},
+				{tOursHTTP, run("oursh", ours(true))},
 				{tProducerPerf, run("perf", func(ctx context.Context, topic string) (sample, error) {
 					args := []string{"--bootstrap-server", b.bootstrap, "--topic", topic, "--num-records", strconv.Itoa(n),
 						"--throughput", "-1", "--payload-file", one, "--command-property"}
@@ -264,6 +272,42 @@ func (b *bench) ourProducer(topic string, interval time.Duration, n, size int, p
 	return child{name: b.producer, args: append(args, props("-X", p.props)...)}
 }
 
+// runScraped runs c; withHTTP, it runs it with --http-addr on a free port
+// and scrapes /metrics every second meanwhile, as a demanding Prometheus
+// would: what the metrics cost at full speed.
+func runScraped(ctx context.Context, c child, withHTTP bool) (childResult, error) {
+	if !withHTTP {
+		return runChild(ctx, c)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return childResult{}, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c.args = append(c.args, "--http-addr", addr)
+	stop := make(chan struct{})
+	var scraping sync.WaitGroup
+	scraping.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}
+	})
+	defer scraping.Wait()
+	defer close(stop)
+	return runChild(ctx, c)
+}
+
 // kcatProducer is kcat -P to topic with the guarantees and the profile's
 // properties, then extra (headers, the input).
 func (b *bench) kcatProducer(topic string, p profile, extra ...string) child {
@@ -346,10 +390,10 @@ func (b *bench) consumerThroughput(ctx context.Context) ([]*cell, error) {
 		c := &cell{kind: "consumer", size: size}
 		title := fmt.Sprintf("consumer %d B", size)
 		group := func(tool string, round int) string { return b.topic("g", size, tool, round) }
-		err := b.rounds(ctx, c, title, []contender{
-			{tOurs, func(ctx context.Context, round int) (sample, error) {
-				res, err := runChild(ctx, child{name: b.consumer, args: []string{"--bootstrap-servers", b.bootstrap, "--topic", topic,
-					"--group", group("ours", round), "--count", strconv.Itoa(n), "--log-events=false", "--log-format", "json"}})
+		ours := func(tool string, withHTTP bool) func(ctx context.Context, round int) (sample, error) {
+			return func(ctx context.Context, round int) (sample, error) {
+				res, err := runScraped(ctx, child{name: b.consumer, args: []string{"--bootstrap-servers", b.bootstrap, "--topic", topic,
+					"--group", group(tool, round), "--count", strconv.Itoa(n), "--log-events=false", "--log-format", "json"}}, withHTTP)
 				if err != nil {
 					return nil, err
 				}
@@ -367,7 +411,11 @@ func (b *bench) consumerThroughput(ctx context.Context) ([]*cell, error) {
 				s := throughput(n, size, 0, res.cpu)
 				s[mMsgs], s[mMB] = rate, rate*float64(size)/(1<<20)
 				return s, nil
-			}},
+			}
+		}
+		err := b.rounds(ctx, c, title, []contender{
+			{tOurs, ours("ours", false)},
+			{tOursHTTP, ours("oursh", true)},
 			{tConsumerPerf, func(ctx context.Context, round int) (sample, error) {
 				res, err := runChild(ctx, child{name: filepath.Join(b.kafkaBin, "kafka-consumer-perf-test.sh"), args: []string{
 					"--bootstrap-server", b.bootstrap, "--topic", topic, "--num-records", strconv.Itoa(n),

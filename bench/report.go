@@ -278,6 +278,17 @@ func (r *report) goals() [][]string {
 	atLeast("producer 100 B ≥ 0.6x kcat -P + our headers (throughput profile)", p100, tKcatPHeaders, 0.6)
 	atLeast("consumer 1 KiB ≥ 1.0x kcat -C -e", find(r.consumer, 1024, "", 0), tKcatC, 1.0)
 	atLeast("consumer 100 B ≥ 0.6x kcat -C -e", find(r.consumer, 100, "", 0), tKcatC, 0.6)
+	// The metrics' cost: with --http-addr (scraped every second) at most 3 % slower.
+	for _, c := range []*cell{p1k, p100, find(r.consumer, 1024, "", 0), find(r.consumer, 100, "", 0)} {
+		if c == nil {
+			continue
+		}
+		with, ok := c.figure(tOursHTTP, mMsgs)
+		without, bok := c.figure(tOurs, mMsgs)
+		got, rok := ratio(with, without, ok, bok)
+		goal := fmt.Sprintf("%s %s with --http-addr ≥ 0.97x without (metrics cost < 3 %%)", c.kind, sizeName(c.size))
+		rows = append(rows, []string{goal, formatRatio(got, rok), verdict(got, 0.97, rok, true)})
+	}
 	// One event at a time: the goal holds in every round, so the worst counts.
 	one, ok := r.oneAtATime.figure(tOurs, mP99)
 	measured := "-"
