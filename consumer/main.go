@@ -70,7 +70,7 @@ func run(ctx context.Context, e env) int {
 	if _, set := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && !set {
 		cfg.Kafka["statistics.interval.ms"] = "5000" // readiness, lag and the client's metrics come from them
 	}
-	tp, err := telemetry.Tracer(ctx, e.getenv, "consumer")
+	tp, err := telemetry.Tracer(ctx, e.getenv)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: tracing:", err)
 		return 2
@@ -95,9 +95,7 @@ func run(ctx context.Context, e env) int {
 			cancel()
 			return 1
 		}
-		reg := telemetry.NewRegistry()
-		r.Register(reg)
-		defer telemetry.Serve(ln, reg, r.Healthy, func() error {
+		defer telemetry.Serve(ln, r.Healthy, func() error {
 			switch {
 			case ctx.Err() != nil:
 				return errors.New("stopping")
@@ -105,7 +103,7 @@ func run(ctx context.Context, e env) int {
 				return errors.New("starting: checking the topics")
 			}
 			return r.Ready()
-		})()
+		}, r.Metrics()...)()
 		log.Info("HTTP endpoint: /healthz, /readyz, /metrics", "addr", ln.Addr().String())
 	}
 	done := make(chan struct{})

@@ -23,8 +23,9 @@ const composeProjectLabel = "com.docker.compose.project"
 
 // Scenario 7: the compose file itself. With the app profile, the consumer
 // container receives the producer container's events through the compose
-// network; `go tool mage clean` then removes every container, network and
-// volume of the project, and nothing that is not the project's.
+// network, and with the observability profile Prometheus scrapes both;
+// `go tool mage clean` then removes every container, network and volume of
+// the project, and nothing that is not the project's.
 func TestCompose_appProfileThenClean(t *testing.T) {
 	defer teardownOnPanic()
 	// The suite's own broker runs beside the project: clean must spare it.
@@ -34,9 +35,11 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 		t.Fatal(err)
 	}
 	project := name(t, "project")
-	port := freePort(t)
+	port, promPort := freePort(t), freePort(t)
 	env := append(composeEnv(t, project),
 		"KAFKA_HOST_PORT="+strconv.Itoa(port),
+		"PROMETHEUS_HOST_PORT="+strconv.Itoa(promPort),
+		"PROMETHEUS_IMAGE="+suite.settings.prometheusImage,
 		"KAFKA_IMAGE="+suite.settings.kafkaImage,
 		"PRODUCER_IMAGE="+suite.settings.producerImage,
 		"CONSUMER_IMAGE="+suite.settings.consumerImage,
@@ -53,7 +56,7 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	up := append(compose[1:], "--profile", "app")
+	up := append(compose[1:], "--profile", "app", "--profile", "observability")
 	// Whatever happens below, the project goes away with the test.
 	t.Cleanup(func() {
 		if out, err := run(2*time.Minute, compose[0], append(up, "down", "--volumes", "--remove-orphans")...); err != nil {
@@ -98,6 +101,20 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 		if want := []string{"CMD", "/usr/local/bin/" + svc, "healthcheck"}; info.State.Health.Status != "healthy" ||
 			info.Config.Healthcheck == nil || !slices.Equal(info.Config.Healthcheck.Test, want) {
 			t.Errorf("%s service health %q with the check %v; want healthy by %v", svc, info.State.Health.Status, info.Config.Healthcheck, want)
+		}
+	}
+
+	// Prometheus finds both services by their compose names and scrapes them.
+	prom := prometheus{addr: "127.0.0.1:" + strconv.Itoa(promPort)}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		if code, _ := httpGet(prom.addr, "/-/ready"); code == 200 {
+			if n, ok := prom.value(t, `count(up{job=~"producer|consumer"} == 1)`); ok && n == 2 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			_, targets := httpGet(prom.addr, "/api/v1/targets")
+			t.Fatalf("Prometheus of the observability profile does not scrape both services after 1m:\n%.2000s", targets)
 		}
 	}
 

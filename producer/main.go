@@ -66,7 +66,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	for k, v := range cfg.Kafka {
 		props[k] = v
 	}
-	tp, err := telemetry.Tracer(context.Background(), getenv, "producer")
+	tp, err := telemetry.Tracer(context.Background(), getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: tracing:", err)
 		return 2
@@ -100,9 +100,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 			log.Error("Producer stopped", "err", fmt.Errorf("HTTP endpoint: %w", err))
 			return 1
 		}
-		reg := telemetry.NewRegistry()
-		s.Register(reg)
-		defer telemetry.Serve(ln, reg, s.Healthy, func() error {
+		defer telemetry.Serve(ln, s.Healthy, func() error {
 			switch {
 			case ctx.Err() != nil:
 				return errors.New("stopping")
@@ -110,7 +108,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 				return errors.New("starting: waiting for the topic's leaders")
 			}
 			return s.Ready()
-		})()
+		}, s.Metrics()...)()
 		log.Info("HTTP endpoint: /healthz, /readyz, /metrics", "addr", ln.Addr().String())
 	}
 	done := make(chan struct{})

@@ -142,23 +142,9 @@ func (b Builder) Kafka() (string, error) {
 		variant:  "apt",
 		packages: []string{"openjdk-17-jre-headless", "ca-certificates"},
 	}
-	if err := b.ensure(base); err != nil {
-		return "", err
-	}
-	baseID, err := imageID(base.tag)
-	if err != nil {
-		return "", err
-	}
-
-	h := newInputs()
-	h.add("kafka", version)
-	h.add("base", baseID)
-	if err := h.addTree(b.path(kafkaImageDir), nil); err != nil {
-		return "", err
-	}
-	want := h.sum()
-	if b.upToDate(tag, want) {
-		return tag, nil
+	want, err := b.inputsOn(base, kafkaImageDir, "kafka", version)
+	if err != nil || b.upToDate(tag, want) {
+		return tag, err
 	}
 
 	context := b.path(imagesBuildDir, "kafka")
@@ -291,6 +277,22 @@ func (b Builder) Prometheus() (string, error) {
 		return "", err
 	}
 	base := debianBase{tag: "prometheus-offline-base:" + debianSuite, variant: "apt", packages: []string{"prometheus"}}
+	want, err := b.inputsOn(base, prometheusImageDir, "prometheus", "debian")
+	if err != nil || b.upToDate(tag, want) {
+		return tag, err
+	}
+	err = b.docker("build", "--force-rm", "--tag", tag, "--label", inputsLabel+"="+want,
+		"--build-arg", "BASE_IMAGE="+base.tag, b.path(prometheusImageDir))
+	if err != nil {
+		return "", err
+	}
+	return tag, b.pruneDangling()
+}
+
+// inputsOn builds the base image unless current and returns the hash of
+// what an image on it is built from: the base, the folder dir and the
+// named value.
+func (b Builder) inputsOn(base debianBase, dir, name, value string) (string, error) {
 	if err := b.ensure(base); err != nil {
 		return "", err
 	}
@@ -299,20 +301,12 @@ func (b Builder) Prometheus() (string, error) {
 		return "", err
 	}
 	h := newInputs()
+	h.add(name, value)
 	h.add("base", baseID)
-	if err := h.addTree(b.path(prometheusImageDir), nil); err != nil {
+	if err := h.addTree(b.path(dir), nil); err != nil {
 		return "", err
 	}
-	want := h.sum()
-	if b.upToDate(tag, want) {
-		return tag, nil
-	}
-	err = b.docker("build", "--force-rm", "--tag", tag, "--label", inputsLabel+"="+want,
-		"--build-arg", "BASE_IMAGE="+base.tag, b.path(prometheusImageDir))
-	if err != nil {
-		return "", err
-	}
-	return tag, b.pruneDangling()
+	return h.sum(), nil
 }
 
 // goBuilderBase stands in for golang:<version>-bookworm: Debian with a C

@@ -27,7 +27,6 @@ import (
 
 	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 	"github.com/event-driven-go/kafka-go/consumer/internal/event"
-	"github.com/event-driven-go/kafka-go/consumer/internal/telemetry"
 )
 
 const (
@@ -241,7 +240,7 @@ func (r *Receiver) consume(ctx context.Context) error {
 func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 	// A process span per event, a child of the producer's publish span
 	// when the headers carry its traceparent.
-	ctx := propagation.TraceContext{}.Extract(context.Background(), telemetry.Headers{H: &m.Headers})
+	ctx := propagation.TraceContext{}.Extract(context.Background(), headerCarrier(m.Headers))
 	ctx, span := r.tracer.Start(ctx, "process "+r.cfg.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(r.spanAttrs...),
 		trace.WithAttributes(attribute.String("messaging.destination.partition.id", strconv.Itoa(int(m.TopicPartition.Partition))),
 			attribute.Int64("messaging.kafka.offset", int64(m.TopicPartition.Offset))))
@@ -290,6 +289,27 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 	r.handled(m, polled)
 	return nil
 }
+
+// headerCarrier gives a message's trace context (W3C traceparent and
+// tracestate) to the propagator. The consumer only reads it.
+type headerCarrier []kafka.Header
+
+func (h headerCarrier) Get(key string) string {
+	for _, x := range h {
+		if x.Key == key {
+			return string(x.Value)
+		}
+	}
+	return ""
+}
+func (h headerCarrier) Keys() []string {
+	keys := make([]string, len(h))
+	for i, x := range h {
+		keys[i] = x.Key
+	}
+	return keys
+}
+func (h headerCarrier) Set(string, string) {}
 
 // handled marks m's offset for storing, now that it was handled: in batches, per storeEvery events or second.
 func (r *Receiver) handled(m *kafka.Message, now time.Time) {
@@ -369,17 +389,17 @@ func (r *Receiver) commit() {
 // latencyBuckets, in seconds, resolve a local broker's milliseconds and a backlog's minutes.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 
-// Register adds the receiver's metrics to reg: its counts, the events'
-// latency, the rebalances, and the client's statistics with the lag.
-func (r *Receiver) Register(reg prometheus.Registerer) {
+// Metrics are the receiver's metrics: its counts, the events' latency, the
+// rebalances, and the client's statistics with the lag.
+func (r *Receiver) Metrics() []prometheus.Collector {
 	counter := func(name, help string, n *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(n.Load()) })
 	}
-	reg.MustRegister(r.latency, r.rebalances, r.stats,
+	return []prometheus.Collector{r.latency, r.rebalances, r.stats,
 		counter("consumer_events_received_total", "Events decoded and handled (duplicates included).", &r.received),
 		counter("consumer_events_duplicate_total", "Events handled again: an id at or below the highest seen from its source.", &r.duplicates),
 		counter("consumer_events_dead_lettered_total", "Messages that could not be decoded, copied to the dead-letter topic.", &r.deadLettered),
-		counter("consumer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &r.recovered))
+		counter("consumer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &r.recovered)}
 }
 
 // Healthy returns the error that stopped the consumer, if any.

@@ -34,7 +34,7 @@ func TestReceiver_processSpansAreChildrenOfTheProducersAndCounted(t *testing.T) 
 	r := newReceiver(t, mc, &out, config.Config{}, nil)
 	r.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)).Tracer("test")
 	reg := prometheus.NewRegistry()
-	r.Register(reg)
+	reg.MustRegister(r.Metrics()...)
 	runUntil(t, r, 20*time.Second, func() bool { return r.deadLettered.Load() == 1 && r.received.Load() == n })
 
 	ended := spans.Ended()

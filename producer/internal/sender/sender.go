@@ -26,7 +26,6 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/event-driven-go/kafka-go/producer/internal/event"
-	"github.com/event-driven-go/kafka-go/producer/internal/telemetry"
 )
 
 // FlushTimeout bounds the wait for outstanding deliveries after a stop.
@@ -286,8 +285,8 @@ func (s *Sender) send(ctx context.Context, in pending) error {
 func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
-	headers := in.ev.Headers()
-	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), in.span), telemetry.Headers{H: &headers})
+	headers := headerCarrier(in.ev.Headers())
+	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), in.span), &headers)
 	// The key picks the partition: librdkafka hashes it, so one source's
 	// events share one, in order. Without a key they are spread.
 	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny},
@@ -297,6 +296,16 @@ func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	}
 	return err
 }
+
+// headerCarrier takes the trace context (W3C traceparent and tracestate)
+// into a message's headers. The producer only writes it.
+type headerCarrier []kafka.Header
+
+func (h *headerCarrier) Set(key, value string) {
+	*h = append(*h, kafka.Header{Key: key, Value: []byte(value)})
+}
+func (h *headerCarrier) Get(string) string { return "" }
+func (h *headerCarrier) Keys() []string    { return nil }
 
 // reports drains p's events: a delivery report per accepted event, and
 // client errors, and statistics (-X statistics.interval.ms).
@@ -376,18 +385,18 @@ func code(err error) kafka.ErrorCode {
 // latencyBuckets, in seconds, resolve a local broker's milliseconds and a remote one's seconds.
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
-// Register adds the sender's metrics to reg: its counts, the time from
-// sending to the delivery report, and the client's statistics.
-func (s *Sender) Register(reg prometheus.Registerer) {
+// Metrics are the sender's metrics: its counts, the time from sending to
+// the delivery report, and the client's statistics.
+func (s *Sender) Metrics() []prometheus.Collector {
 	counter := func(name, help string, n *atomic.Int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(n.Load()) })
 	}
-	reg.MustRegister(s.delivery, s.stats,
+	return []prometheus.Collector{s.delivery, s.stats,
 		counter("producer_events_sent_total", "Events the Kafka client accepted.", &s.attempted),
 		counter("producer_events_delivered_total", "Events acknowledged by all in-sync replicas.", &s.delivered),
 		counter("producer_events_failed_total", "Events surely not written.", &s.failed),
 		counter("producer_events_unconfirmed_total", "Events maybe written: timed out or purged in flight.", &s.unknown),
-		counter("producer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &s.recovered))
+		counter("producer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &s.recovered)}
 }
 
 // Healthy returns the fatal client error, if any: then only a restart helps.

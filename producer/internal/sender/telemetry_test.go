@@ -22,7 +22,7 @@ func TestSender_tracesEveryEventAndCountsItsDelivery(t *testing.T) {
 	var out syncBuffer
 	s := newSender(t, mc, Options{Interval: time.Millisecond, Count: n, Tracer: tp.Tracer("test")}, &out, nil)
 	reg := prometheus.NewRegistry()
-	s.Register(reg)
+	reg.MustRegister(s.Metrics()...)
 	if _, err := s.Run(context.Background()); err != nil {
 		t.Fatalf("Run: %v", err)
 	}

@@ -10,9 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"go.opentelemetry.io/otel/propagation"
 )
 
 func TestServe_answersHealthReadinessAndMetrics(t *testing.T) {
@@ -23,7 +20,7 @@ func TestServe_answersHealthReadinessAndMetrics(t *testing.T) {
 	notReady := errors.New("topic timestamp partition 0: leader 1 is DOWN")
 	var ready atomic.Pointer[error]
 	ready.Store(&notReady)
-	defer Serve(ln, NewRegistry(), func() error { return nil }, func() error { return *ready.Load() })()
+	defer Serve(ln, func() error { return nil }, func() error { return *ready.Load() })()
 	base := "http://" + ln.Addr().String()
 
 	get := func(path string) (int, string) {
@@ -74,7 +71,7 @@ func TestTracer_exportsOnlyWhenAnEndpointIsSet(t *testing.T) {
 				return endpoint
 			}
 			return ""
-		}, "producer")
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,20 +90,5 @@ func TestTracer_exportsOnlyWhenAnEndpointIsSet(t *testing.T) {
 		if posts.Load() != want {
 			t.Errorf("endpoint %q: %d exports, want %d", endpoint, posts.Load(), want)
 		}
-	}
-}
-
-func TestHeaders_carryTraceContext(t *testing.T) {
-	in := []kafka.Header{{Key: "ce_id", Value: []byte("1")}}
-	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-	Headers{&in}.Set("traceparent", tp)
-	ctx := propagation.TraceContext{}.Extract(context.Background(), Headers{&in})
-	var out []kafka.Header
-	propagation.TraceContext{}.Inject(ctx, Headers{&out})
-	if len(out) != 1 || out[0].Key != "traceparent" || string(out[0].Value) != tp {
-		t.Errorf("headers after a round trip: %v, want traceparent %s", out, tp)
-	}
-	if got := (Headers{&in}).Keys(); strings.Join(got, ",") != "ce_id,traceparent" {
-		t.Errorf("keys %v", got)
 	}
 }
