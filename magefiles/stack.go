@@ -50,10 +50,16 @@ func (s *composeStack) down() error {
 	// rm -v first: the Kafka image declares volumes of its own (secrets,
 	// mounted config) that compose creates without the project's label;
 	// left behind, no later clean could tell them from anyone else's.
-	if err := s.compose("--profile", "app", "rm", "--stop", "--force", "-v"); err != nil {
+	if err := s.compose(withProfiles("rm", "--stop", "--force", "-v")...); err != nil {
 		return err
 	}
-	return s.compose("--profile", "app", "down", "--remove-orphans")
+	return s.compose(withProfiles("down", "--remove-orphans")...)
+}
+
+// withProfiles prefixes a compose command with every profile, so that it
+// reaches the app and observability services too.
+func withProfiles(args ...string) []string {
+	return append([]string{"--profile", "app", "--profile", "observability"}, args...)
 }
 
 // Clean is the tutorial's cleanup, for this project only.
@@ -76,13 +82,13 @@ func Clean() error {
 
 // clean removes the project's containers, networks and volumes.
 func (s *composeStack) clean() error {
-	if err := s.compose("--profile", "app", "stop"); err != nil {
+	if err := s.compose(withProfiles("stop")...); err != nil {
 		return err
 	}
-	if err := s.compose("--profile", "app", "rm", "-f", "-v"); err != nil {
+	if err := s.compose(withProfiles("rm", "-f", "-v")...); err != nil {
 		return err
 	}
-	if err := s.compose("--profile", "app", "down", "--volumes", "--remove-orphans"); err != nil {
+	if err := s.compose(withProfiles("down", "--volumes", "--remove-orphans")...); err != nil {
 		return err
 	}
 	// Sweep what compose no longer knows (say, a service renamed since it
