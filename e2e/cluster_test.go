@@ -268,7 +268,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 	// the partitions move only after the offsets handled were committed.
 	t.Run("group scales 1-3-1", func(t *testing.T) {
 		topic, group := name(t, "topic"), name(t, "group")
-		args := consumerArgs(c.bootstrap, topic, group, "-X", "auto.commit.interval.ms=1000")
+		args := consumerArgs(c.bootstrap, topic, group, "-X", "auto.commit.interval.ms=1000", "-X", "debug=cgrp", "--log-level", "debug")
 		p := startService(t, producerBin, "producer", producerArgs(c.bootstrap, topic, "--key", "none", "--interval", "1ms", "--count", "45000")...)
 		first := startService(t, consumerBin, "consumer#1", args...)
 		first.waitCount(msgReceived, 3000, 2*time.Minute)

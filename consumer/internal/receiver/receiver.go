@@ -241,16 +241,21 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 	// A process span per event, a child of the producer's publish span
 	// when the headers carry its traceparent.
 	ctx := propagation.TraceContext{}.Extract(context.Background(), headerCarrier(m.Headers))
-	ctx, span := r.tracer.Start(ctx, "process "+r.cfg.Topic, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(r.spanAttrs...),
-		trace.WithAttributes(attribute.String("messaging.destination.partition.id", strconv.Itoa(int(m.TopicPartition.Partition))),
-			attribute.Int64("messaging.kafka.offset", int64(m.TopicPartition.Offset))))
+	ctx, span := r.tracer.Start(ctx, "process "+r.cfg.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
+	recording := span.IsRecording() // attributes cost only where spans are exported
+	if recording {
+		span.SetAttributes(append(r.spanAttrs, attribute.String("messaging.destination.partition.id", strconv.Itoa(int(m.TopicPartition.Partition))),
+			attribute.Int64("messaging.kafka.offset", int64(m.TopicPartition.Offset)))...)
+	}
 	ev, err := event.Decode(m.Value, m.Headers)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 		return r.deadLetter(m, err)
 	}
-	span.SetAttributes(attribute.String("messaging.message.id", ev.ID))
+	if recording {
+		span.SetAttributes(attribute.String("messaging.message.id", ev.ID))
+	}
 	now, p := r.now(), m.TopicPartition.Partition
 	if r.received.Add(1) == 1 {
 		r.first = now

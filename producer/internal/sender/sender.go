@@ -222,8 +222,10 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 		}
 		ev := event.Event{ID: id, Source: s.opts.Source, Time: at}
 		// A publish span per event; its trace context travels in the headers, and the delivery report ends it.
-		sctx, span := s.tracer.Start(ctx, "publish "+s.opts.Topic, trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(s.spanAttrs...), trace.WithAttributes(attribute.String("messaging.message.id", strconv.FormatUint(id, 10))))
+		sctx, span := s.tracer.Start(ctx, "publish "+s.opts.Topic, trace.WithSpanKind(trace.SpanKindProducer))
+		if span.IsRecording() { // attributes cost only where spans are exported
+			span.SetAttributes(append(s.spanAttrs, attribute.String("messaging.message.id", strconv.FormatUint(id, 10)))...)
+		}
 		if err := s.send(ctx, pending{ev: ev, span: span}); err != nil {
 			span.End()
 			switch {
@@ -357,15 +359,18 @@ func (s *Sender) report(id uint64, tp kafka.TopicPartition) {
 func (s *Sender) settle(in pending, tp kafka.TopicPartition) {
 	code, id := code(tp.Error), strconv.FormatUint(in.ev.ID, 10)
 	defer in.span.End()
-	if tp.Error != nil {
+	recording := in.span.IsRecording()
+	if recording && tp.Error != nil {
 		in.span.SetStatus(codes.Error, tp.Error.Error())
 	}
 	switch {
 	case tp.Error == nil:
 		s.delivered.Add(1)
 		s.delivery.Observe(time.Since(in.ev.Time).Seconds())
-		in.span.SetAttributes(attribute.String("messaging.destination.partition.id", strconv.Itoa(int(tp.Partition))),
-			attribute.Int64("messaging.kafka.offset", int64(tp.Offset)))
+		if recording {
+			in.span.SetAttributes(attribute.String("messaging.destination.partition.id", strconv.Itoa(int(tp.Partition))),
+				attribute.Int64("messaging.kafka.offset", int64(tp.Offset)))
+		}
 		s.log.Debug("Delivered: "+in.ev.Timestamp(), "id", id, "partition", tp.Partition, "offset", int64(tp.Offset))
 	case code == kafka.ErrPurgeInflight || code == kafka.ErrMsgTimedOut || in.maybeWritten:
 		s.unknown.Add(1)
