@@ -321,7 +321,7 @@ func verdict(got, want float64, ok, higherBetter bool) string {
 	case higherBetter && got >= want, !higherBetter && got <= want:
 		return "met"
 	case higherBetter:
-		return fmt.Sprintf("missed by %.0f %% (%.2fx of the %.1fx wanted)", (1-got/want)*100, got, want)
+		return fmt.Sprintf("missed by %.0f %% (%.2fx of the %sx wanted)", (1-got/want)*100, got, strconv.FormatFloat(want, 'f', -1, 64))
 	default:
 		return fmt.Sprintf("missed by %.0f %% (%s over)", (got/want-1)*100, strconv.FormatFloat(got-want, 'f', 2, 64)+" ms")
 	}
