@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/event-driven-go/kafka-go/internal/stack"
 )
 
 // Metrics of a sample.
@@ -279,12 +280,11 @@ func runScraped(ctx context.Context, c child, withHTTP bool) (childResult, error
 	if !withHTTP {
 		return runChild(ctx, c)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := stack.FreePorts(1)
 	if err != nil {
 		return childResult{}, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
 	c.args = append(c.args, "--http-addr", addr)
 	stop := make(chan struct{})
 	var scraping sync.WaitGroup
