@@ -33,17 +33,16 @@ const FlushTimeout = 2500 * time.Millisecond
 
 // Options configures a Sender.
 type Options struct {
-	Topic, Source string        // Source is the ce_source of every event
-	Interval      time.Duration // time between events; 0 sends back to back
-	Count         int           // events to send; 0 sends until the context ends
-	ValueSize     int           // bytes each value is padded to; 0 sends the bare value
-	KeyBySource   bool          // key events by Source (one partition, in order); else spread them
-	Partitions    int           // of a topic EnsureTopic creates; 0 is the cluster's default
-	Replication   int           // of a topic EnsureTopic creates; 0 is the cluster's default
-	LogEvents     bool          // log "Sending: ..." for each event
-	StallAfter    time.Duration // 0 means DefaultStallAfter
-	Tracer        trace.Tracer  // starts a publish span per event; nil: no trace context
-	Kafka         kafka.ConfigMap
+	Topic, Source           string        // Source is the ce_source of every event
+	Interval                time.Duration // time between events; 0 sends back to back
+	Count                   int           // events to send; 0 sends until the context ends
+	ValueSize               int           // bytes each value is padded to; 0 sends the bare value
+	KeyBySource             bool          // key events by Source (one partition, in order); else spread them
+	Partitions, Replication int           // of a topic EnsureTopic creates, and copies of each; 0: the cluster's default
+	LogEvents               bool          // log "Sending: ..." for each event
+	StallAfter              time.Duration // 0 means DefaultStallAfter
+	Tracer                  trace.Tracer  // starts a publish span per event; nil: no trace context
+	Kafka                   kafka.ConfigMap
 }
 
 // Result counts what happened to the events of one run.
@@ -64,29 +63,28 @@ func (r Result) Rate() float64 {
 
 // Sender owns a Kafka producer, re-created after a leader stall.
 type Sender struct {
-	log  *slog.Logger
-	opts Options
-	cm   kafka.ConfigMap
-	key  []byte // Source, or nil when events are spread
-	mu   sync.RWMutex
-	c    *client // read-held mu to use it, write-held to replace it
+	log      *slog.Logger
+	opts     Options
+	cm       kafka.ConfigMap
+	key      []byte // Source, or nil when events are spread
+	tracer   trace.Tracer
+	stats    *clientStats
+	delivery prometheus.Histogram
+	fatal    context.Context // cancelled with the first fatal client error
+	setFatal context.CancelCauseFunc
 
 	attempted, delivered, failed, unknown, recovered atomic.Int64
-	lastReport                                       atomic.Int64 // Unix nanoseconds of the latest delivery report
-	full                                             atomic.Int64 // the queue length when a send found it full
-	room                                             chan struct{}
-	fatal                                            context.Context // cancelled with the first fatal client error
-	setFatal                                         context.CancelCauseFunc
-	stats                                            *clientStats
-	delivery                                         prometheus.Histogram
-	tracer                                           trace.Tracer
-	spanAttrs                                        []attribute.KeyValue
+
+	lastReport atomic.Int64 // Unix nanoseconds of the latest delivery report
+	full       atomic.Int64 // the queue length when a send found it full
+	room       chan struct{}
+
+	mu sync.RWMutex
+	c  *client // read-held mu to use it, write-held to replace it
 
 	qmu sync.Mutex
-	// pending are the events sent and not yet reported, by id; each
-	// report names its event's id in Opaque. (Reports do not always come
-	// in the order the events were sent: after retries, such as while a
-	// partition lacks in-sync copies, they may not.)
+	// pending are the events sent and not yet reported, by the id each
+	// report names in Opaque: after retries, reports may come out of order.
 	pending  map[uint64]pending
 	retiring bool // a stall recovery purges the client: its events go again
 }
@@ -109,9 +107,7 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	cm := kafka.ConfigMap{"log.connection.close": false} // idle disconnects are normal
 	maps.Copy(cm, opts.Kafka)
 	maps.Copy(cm, kafka.ConfigMap{
-		// Exactly one copy per event in the log, in order, across retries
-		// and broker failover; implies acks=all.
-		"enable.idempotence":        true,
+		"enable.idempotence":        true,   // one copy per event, in order, across retries and failover; implies acks=all
 		"go.delivery.report.fields": "none", // Opaque names the event
 		"go.logs.channel.enable":    true,
 		"allow.auto.create.topics":  false, // EnsureTopic creates it on purpose
@@ -126,10 +122,7 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), pending: map[uint64]pending{},
 		stats: newClientStats(time.Duration(every) * time.Millisecond), tracer: cmp.Or(opts.Tracer, trace.Tracer(noop.Tracer{})),
 		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "producer_delivery_seconds",
-			Help: "Time from sending an event to its delivery report.", Buckets: latencyBuckets}),
-		// OpenTelemetry's messaging conventions; "publish" is what the tutorial's producer does.
-		spanAttrs: []attribute.KeyValue{attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", opts.Topic),
-			attribute.String("messaging.operation.type", "send"), attribute.String("messaging.operation.name", "publish")}}
+			Help: "Time from sending an event to its delivery report.", Buckets: latencyBuckets})}
 	if opts.KeyBySource {
 		s.key = []byte(opts.Source)
 	}
@@ -168,12 +161,14 @@ func (c *client) close() {
 // Run sends events, waits for their reports and closes the producer. It
 // fails on a fatal client error or when any accepted event was not delivered.
 func (s *Sender) Run(ctx context.Context) (Result, error) {
-	watchCtx, stopWatch := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	context.AfterFunc(s.fatal, cancel) // a fatal client error stops the run as a stop signal does
 	var watching sync.WaitGroup
-	watching.Go(func() { s.watchStall(watchCtx) })
+	watching.Go(func() { s.watchStall(ctx) })
 	first, err := s.produce(ctx)
 	s.finish(ctx)
-	stopWatch()
+	cancel() // ends the stall watch
 	watching.Wait()
 	s.Close()
 	for _, in := range s.pending { // no report came: their spans end here
@@ -204,8 +199,6 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 			select {
 			case <-ctx.Done():
 				return first, nil
-			case <-s.fatal.Done():
-				return first, nil
 			case <-timer.C:
 			}
 			var late time.Duration
@@ -223,8 +216,10 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 		ev := event.Event{ID: id, Source: s.opts.Source, Time: at}
 		// A publish span per event; its trace context travels in the headers, and the delivery report ends it.
 		sctx, span := s.tracer.Start(ctx, "publish "+s.opts.Topic, trace.WithSpanKind(trace.SpanKindProducer))
-		if span.IsRecording() { // attributes cost only where spans are exported
-			span.SetAttributes(append(s.spanAttrs, attribute.String("messaging.message.id", strconv.FormatUint(id, 10)))...)
+		if span.IsRecording() { // attributes cost only where spans are exported; OpenTelemetry's messaging conventions
+			span.SetAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", s.opts.Topic),
+				attribute.String("messaging.operation.type", "send"), attribute.String("messaging.operation.name", "publish"),
+				attribute.String("messaging.message.id", strconv.FormatUint(id, 10)))
 		}
 		if err := s.send(ctx, pending{ev: ev, span: span}); err != nil {
 			span.End()
@@ -274,8 +269,6 @@ func (s *Sender) send(ctx context.Context, in pending) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.fatal.Done():
-			return context.Cause(s.fatal)
 		case <-s.room:
 		case <-time.After(100 * time.Millisecond): // the queue drained before full was set
 		}
@@ -289,8 +282,7 @@ func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	defer s.qmu.Unlock()
 	headers := headerCarrier(in.ev.Headers())
 	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), in.span), &headers)
-	// The key picks the partition: librdkafka hashes it, so one source's
-	// events share one, in order. Without a key they are spread.
+	// librdkafka hashes the key to pick the partition: one source's events share one, in order; unkeyed ones spread.
 	err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &s.opts.Topic, Partition: kafka.PartitionAny},
 		Key: s.key, Value: in.ev.Value(s.opts.ValueSize), Headers: headers, Opaque: in.ev.ID}, nil)
 	if err == nil {
@@ -299,8 +291,7 @@ func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	return err
 }
 
-// headerCarrier takes the trace context (W3C traceparent and tracestate)
-// into a message's headers. The producer only writes it.
+// headerCarrier takes the W3C trace context (traceparent, tracestate) into a message's headers; it is only written.
 type headerCarrier []kafka.Header
 
 func (h *headerCarrier) Set(key, value string) {
@@ -309,8 +300,7 @@ func (h *headerCarrier) Set(key, value string) {
 func (h *headerCarrier) Get(string) string { return "" }
 func (h *headerCarrier) Keys() []string    { return nil }
 
-// reports drains p's events: a delivery report per accepted event, and
-// client errors, and statistics (-X statistics.interval.ms).
+// reports drains p's events: a delivery report per accepted event, client errors and statistics.
 func (s *Sender) reports(p *kafka.Producer) {
 	for e := range p.Events() {
 		switch e := e.(type) {
@@ -342,8 +332,7 @@ func (s *Sender) report(id uint64, tp kafka.TopicPartition) {
 	code := code(tp.Error)
 	s.qmu.Lock()
 	in := s.pending[id]
-	if s.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) {
-		// It goes again; purged in flight, it may also have been written.
+	if s.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) { // it goes again; purged in flight, maybe written
 		in.maybeWritten = in.maybeWritten || code == kafka.ErrPurgeInflight
 		s.pending[id] = in
 		s.qmu.Unlock()
@@ -434,7 +423,7 @@ func (s *Sender) finish(ctx context.Context) {
 		}
 		return s.c.p.Flush(int(d / time.Millisecond))
 	}
-	for ctx.Err() == nil && s.fatal.Err() == nil { // short flushes let a recovery replace the client
+	for ctx.Err() == nil { // short flushes let a recovery replace the client
 		if flush(100*time.Millisecond, false) == 0 {
 			return
 		}

@@ -25,22 +25,20 @@ var (
 func (s *Sender) EnsureTopic(ctx context.Context) error {
 	err := ensureTopic(ctx, s.c.p, kafka.TopicSpecification{Topic: s.opts.Topic,
 		NumPartitions: cmp.Or(s.opts.Partitions, -1), ReplicationFactor: s.opts.Replication}, s.log)
-	if err == nil {
-		// No event goes out before the idempotent producer has its id, and
-		// librdkafka asks again only every 500 ms after a failed try (no
-		// connection yet, a broker still loading): a schedule started
-		// earlier would hold its first events that long.
-		select {
-		case <-s.c.hasID:
-		case <-ctx.Done():
-		case <-time.After(idWait):
-		}
+	if err != nil {
+		return err
 	}
-	return err
+	// No event goes out before the idempotent producer has its id, and
+	// librdkafka asks again only every 500 ms after a failed try (no
+	// connection yet, a broker still loading): a schedule started
+	// earlier would hold its first events that long.
+	select {
+	case <-s.c.hasID:
+	case <-ctx.Done():
+	case <-time.After(3 * time.Second): // a bound only: the events wait for the id anyway
+	}
+	return nil
 }
-
-// idWait bounds the wait for the producer id; the events wait for it anyway.
-const idWait = 3 * time.Second
 
 // ensureTopic returns once every partition of the topic has a leader. A
 // missing topic is created on purpose, never by auto-creation.
