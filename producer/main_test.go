@@ -44,6 +44,8 @@ func TestRun_exitCodes(t *testing.T) {
 		stderr     string
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: []string{"Usage: producer"}},
+		{name: "unknown flag", args: []string{"--brokers", "x:1"}, code: 2, notStdout: []string{"Usage"},
+			stderr: `producer: invalid flags "--brokers x:1": flag provided but not defined: -brokers (see --help)`},
 		{name: "bad flag value", args: []string{"--interval", "soon"}, code: 2,
 			stderr: `producer: invalid --interval "soon": want a duration`},
 		{name: "bad environment value", env: map[string]string{"PRODUCER_COUNT": "-1"}, code: 2,

@@ -3,6 +3,7 @@
 package config
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -86,13 +87,11 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		c.Kafka[k] = v
 		return nil
 	})
-	fs.Usage = func() {
+	fs.Usage = func() {} // the flag package calls it on every error: usage goes out for --help only
+	if err := fs.Parse(args); err == flag.ErrHelp {
 		fmt.Fprint(out, "Usage: producer [flags]\n\nSends a timestamp event to Kafka every --interval and prints \"Sending: HH:MM:SS\".\n\nFlags:\n")
 		fs.SetOutput(out)
 		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
-	}
-	if err := fs.Parse(args); err == flag.ErrHelp {
 		return Config{}, err
 	} else if err != nil {
 		return Config{}, &Error{"flags", strings.Join(args, " "), err.Error() + " (see --help)"}
@@ -136,7 +135,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	check("replication-factor", err == nil && c.Replication >= 0 && c.Replication <= 32767, "want a whole number >= 0 (0: the cluster's default)")
 	c.HTTPAddr = raw["http-addr"]
 	check("http-addr", c.HTTPAddr == "" || validPort(c.HTTPAddr), "want host:port or :port, e.g. 127.0.0.1:9464, or empty for none")
-	check("http-addr", c.HTTPAddr == "" || c.Kafka["statistics.interval.ms"] != "0",
+	every, err := strconv.Atoi(strings.TrimSpace(cmp.Or(c.Kafka["statistics.interval.ms"], "5000")))
+	check("http-addr", c.HTTPAddr == "" || err == nil && every > 0,
 		"readiness and the client's metrics need -X statistics.interval.ms above 0 (5000 unless set)")
 	c.LogFormat = raw["log-format"]
 	check("log-format", c.LogFormat == "text" || c.LogFormat == "json", "want one of text, json")

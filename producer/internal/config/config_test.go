@@ -136,6 +136,7 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"negative partitions", []string{"--partitions", "-2"}, nil, "--partitions"},
 		{"HTTP address without a port", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
 		{"HTTP endpoint without statistics", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=0"}, nil, "--http-addr"},
+		{"HTTP endpoint without statistics, written 00", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=00"}, nil, "--http-addr"},
 		{"replication beyond Kafka's limit", nil, map[string]string{"KAFKA_REPLICATION_FACTOR": "40000"}, "KAFKA_REPLICATION_FACTOR"},
 		{"idempotence cannot be turned off", []string{"-X", "enable.idempotence=false"}, nil, "-X enable.idempotence"},
 		{"delivery reports cannot be turned off", []string{"-X", "go.delivery.reports=false"}, nil, "-X"},
