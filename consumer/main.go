@@ -136,9 +136,8 @@ func run(ctx context.Context, e env) int {
 	return 0
 }
 
-// healthcheck asks the /readyz of the consumer configured by e's args and
-// environment, for Docker's HEALTHCHECK: 0 when ready, 1 when not, 2 when
-// the configuration names no endpoint.
+// healthcheck asks the /readyz of the consumer configured by e's args and environment, for Docker's
+// HEALTHCHECK: 0 when ready, 1 when not, 2 when the configuration names no endpoint.
 func healthcheck(e env) int {
 	cfg, err := config.Parse(e.args[1:], e.getenv, e.stdout)
 	switch {
@@ -193,8 +192,7 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 	return slog.New(&textHandler{w: w, mu: &sync.Mutex{}, level: level})
 }
 
-// withTrace adds the trace_id of a record's context, if it has one, so
-// that a line joins the producer's line of the same event.
+// withTrace adds the trace_id of a record's context, if any: the line joins the producer's line of the event.
 type withTrace struct{ slog.Handler }
 
 func (h withTrace) Handle(ctx context.Context, r slog.Record) error {

@@ -145,8 +145,8 @@ type Admin interface {
 	IncrementalAlterConfigs(context.Context, []kafka.ConfigResource, ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
 }
 
-// EnsureTopics checks the group protocol, creates both topics unless they exist, and gives
-// the dead-letter topic and producer room for anything the topic takes plus the dlq headers. Its errors say whether
+// EnsureTopics checks the group protocol, creates both topics unless they exist, and gives the dead-letter
+// topic and producer room for anything the topic takes plus the dlq headers. Its errors say whether
 // Kafka was out of reach within timeout or refused. A nil admin is the cluster's admin API.
 func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -172,20 +172,20 @@ func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.D
 	}
 	want, topic := limit+headroom, r.cfg.DLQTopic
 	created, err := r.ensure(ctx, topic, map[string]string{"max.message.bytes": strconv.Itoa(want)})
-	have := want
+	have := want // of a topic created just now
 	if err == nil && !created {
 		have, err = r.maxMessageBytes(ctx, topic)
 	}
-	if err == nil && have < want {
-		res, aerr := r.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic,
+	if err != nil {
+		return err
+	}
+	if have < want {
+		res, err := r.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic,
 			Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: strconv.Itoa(want), IncrementalOperation: kafka.AlterConfigOpTypeSet}}}})
-		if err = firstErr(aerr, res); err != nil {
+		if err = firstErr(err, res); err != nil {
 			return r.fail(fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", topic, have, want), err)
 		}
 		r.log.Info("Raised max.message.bytes of the dead-letter topic", "topic", topic, "from", have, "to", want, "source_limit", limit)
-	}
-	if err != nil {
-		return err
 	}
 	p, err := r.newDeadLetterProducer(want) // message.max.bytes is fixed at creation
 	if err == nil {
@@ -205,7 +205,7 @@ func firstErr(err error, res []kafka.ConfigResourceResult) error {
 
 // ensure creates topic unless it is ready (never by auto-creation), and waits for its leaders
 // so that the subscription does not race its propagation. It reports whether it created it.
-func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]string) (created bool, err error) {
+func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]string) (created bool, _ error) {
 	for asked := false; ; {
 		md, err := r.dlq.GetMetadata(&topic, false, 1000)
 		if err == nil {

@@ -1,7 +1,6 @@
-// Package receiver consumes timestamp events from Kafka in a consumer group,
-// at least once: after a crash the events handled since the last commit
-// arrive again; none is skipped. A fatal client error and a dead-letter
-// write only a person can fix stop it; a bad message never.
+// Package receiver consumes timestamp events from Kafka in a consumer group, at least once:
+// after a crash the events handled since the last commit arrive again; none is skipped.
+// A fatal client error or a dead letter only a person can fix stops it; a bad message never.
 package receiver
 
 import (
@@ -43,31 +42,35 @@ type Result struct {
 
 // Receiver owns a group consumer and the producer of its dead-letter topic.
 type Receiver struct {
-	cfg                                            config.Config
-	c                                              *kafka.Consumer
-	dlq                                            *kafka.Producer
-	cm, dlqCM                                      kafka.ConfigMap
-	log                                            *slog.Logger
-	now                                            func() time.Time // the handler's clock
-	received, duplicates, deadLettered, recovered  atomic.Int64     // read by /metrics while the loop counts
-	failed                                         atomic.Pointer[error]
-	first, last, storedAt, stalledSince, nextCheck time.Time
-	storeEvery, unstored                           int
-	toStore                                        map[int32]kafka.TopicPartition // offset after the last event handled
-	uncommitted                                    atomic.Int64                   // events handled since the last commit
-	highest                                        map[fromSource]uint64
-	pending                                        map[int32]*deadLetter
-	lastMsg                                        map[int32]time.Time
-	stallAfter                                     time.Duration
-	admin                                          Admin // of EnsureTopics
-	timeout                                        time.Duration
-	logs                                           chan kafka.LogEvent // librdkafka's lines, of both clients
-	logsDone                                       chan struct{}
-	stats                                          *clientStats
-	latency                                        prometheus.Histogram
-	rebalances                                     *prometheus.CounterVec
-	tracer                                         trace.Tracer
-	spanAttrs                                      []attribute.KeyValue
+	cfg       config.Config
+	c         *kafka.Consumer
+	dlq       *kafka.Producer
+	cm, dlqCM kafka.ConfigMap // to create the clients again
+	log       *slog.Logger
+	logs      chan kafka.LogEvent // librdkafka's lines, of both clients
+	logsDone  chan struct{}
+	tracer    trace.Tracer
+	now       func() time.Time // the handler's clock
+	admin     Admin            // of EnsureTopics
+	timeout   time.Duration    // of EnsureTopics
+
+	// Read by /metrics and the watchdog while the loop counts.
+	received, duplicates, deadLettered, recovered atomic.Int64
+	uncommitted                                   atomic.Int64 // events handled since the last commit
+	failed                                        atomic.Pointer[error]
+	stats                                         *clientStats
+	latency                                       prometheus.Histogram
+	rebalances                                    *prometheus.CounterVec
+
+	// The poll loop's own.
+	first, last, storedAt   time.Time
+	storeEvery, unstored    int
+	toStore                 map[int32]kafka.TopicPartition // offset after the last event handled
+	highest                 map[fromSource]uint64
+	pending                 map[int32]*deadLetter
+	lastMsg                 map[int32]time.Time // of each assigned partition: its last message, or its assignment
+	stallAfter              time.Duration
+	stalledSince, nextCheck time.Time
 }
 
 // fromSource is where ids count up: one source's events on one partition.
@@ -76,9 +79,8 @@ type fromSource struct {
 	source    string
 }
 
-// New creates the consumer and the dead-letter producer; its errors come
-// from the client configuration. tracer starts a process span per event
-// (nil: none).
+// New creates the consumer and the dead-letter producer; its errors come from the client
+// configuration. tracer starts a process span per event (nil: none).
 func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, error) {
 	every, _ := strconv.Atoi(cfg.Kafka["statistics.interval.ms"])
 	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, stallAfter: 15 * time.Second,
@@ -88,11 +90,7 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "consumer_event_latency_seconds",
 			Help: "Time from an event's ce_time (when it was sent) to its handling here.", Buckets: latencyBuckets}),
 		rebalances: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "consumer_rebalances_total",
-			Help: "Changes of this consumer's assignment, by change: assigned, revoked or lost."}, []string{"change"}),
-		// OpenTelemetry's messaging conventions.
-		spanAttrs: []attribute.KeyValue{attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", cfg.Topic),
-			attribute.String("messaging.operation.type", "process"), attribute.String("messaging.operation.name", "process"),
-			attribute.String("messaging.consumer.group.name", cfg.Group)}}
+			Help: "Changes of this consumer's assignment, by change: assigned, revoked or lost."}, []string{"change"})}
 	// A new group starts from the oldest event: none sent before it is skipped.
 	// librdkafka waits a second to refill a full local queue, stalling a fast reader.
 	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
@@ -128,10 +126,9 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 	return r, nil
 }
 
-// useProtocol sets the group protocol. With consumer (KIP-848) the broker
-// assigns and moves only the partitions that must move; with classic the
-// members do, and cooperative-sticky likewise moves only those, without
-// stopping the whole group as the eager assignors do.
+// useProtocol sets the group protocol. With consumer (KIP-848) the broker moves only the
+// partitions that must move; with classic the members assign them, and cooperative-sticky
+// likewise moves only those, without stopping the whole group as the eager assignors do.
 func (r *Receiver) useProtocol(protocol string) {
 	if protocol == "" {
 		return // librdkafka's default, classic
@@ -142,9 +139,8 @@ func (r *Receiver) useProtocol(protocol string) {
 	}
 }
 
-// checkGroupProtocol joins with classic where the cluster does not offer the
-// consumer protocol (before Kafka 4.0, or turned off): librdkafka's consumer
-// would stop there with a fatal error, and then hang in Close.
+// checkGroupProtocol joins with classic where the cluster does not offer the consumer protocol
+// (before Kafka 4.0, or turned off): librdkafka would stop there with a fatal error, then hang in Close.
 func (r *Receiver) checkGroupProtocol(ctx context.Context) error {
 	if r.cm["group.protocol"] != "consumer" {
 		return nil
@@ -238,15 +234,18 @@ func (r *Receiver) consume(ctx context.Context) error {
 
 // handle is the tutorial's handler: print "Received: 15:04:05", or dead-letter what cannot be decoded.
 func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
-	// A process span per event, a child of the producer's publish span
-	// when the headers carry its traceparent.
+	// A process span per event, a child of the producer's publish span when the headers carry its traceparent.
 	ctx := propagation.TraceContext{}.Extract(context.Background(), headerCarrier(m.Headers))
 	ctx, span := r.tracer.Start(ctx, "process "+r.cfg.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
+	p := m.TopicPartition.Partition
 	recording := span.IsRecording() // attributes cost only where spans are exported
-	if recording {
-		span.SetAttributes(append(r.spanAttrs, attribute.String("messaging.destination.partition.id", strconv.Itoa(int(m.TopicPartition.Partition))),
-			attribute.Int64("messaging.kafka.offset", int64(m.TopicPartition.Offset)))...)
+	if recording {                  // OpenTelemetry's messaging conventions
+		span.SetAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", r.cfg.Topic),
+			attribute.String("messaging.operation.type", "process"), attribute.String("messaging.operation.name", "process"),
+			attribute.String("messaging.consumer.group.name", r.cfg.Group),
+			attribute.String("messaging.destination.partition.id", strconv.Itoa(int(p))),
+			attribute.Int64("messaging.kafka.offset", int64(m.TopicPartition.Offset)))
 	}
 	ev, err := event.Decode(m.Value, m.Headers)
 	if err != nil {
@@ -256,7 +255,7 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 	if recording {
 		span.SetAttributes(attribute.String("messaging.message.id", ev.ID))
 	}
-	now, p := r.now(), m.TopicPartition.Partition
+	now := r.now()
 	if r.received.Add(1) == 1 {
 		r.first = now
 	}
@@ -295,8 +294,7 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 	return nil
 }
 
-// headerCarrier gives a message's trace context (W3C traceparent and
-// tracestate) to the propagator. The consumer only reads it.
+// headerCarrier hands a message's trace context (traceparent, tracestate) to the propagator, read only.
 type headerCarrier []kafka.Header
 
 func (h headerCarrier) Get(key string) string {
@@ -417,10 +415,7 @@ func (r *Receiver) Healthy() error {
 
 // Ready returns why the consumer cannot take its part in the group now, or nil.
 func (r *Receiver) Ready() error {
-	if err := r.Healthy(); err != nil {
-		return err
-	}
-	return r.stats.ready(r.cfg.Topic, time.Now())
+	return cmp.Or(r.Healthy(), r.stats.ready(r.cfg.Topic, time.Now()))
 }
 
 // Uncommitted is about how many events a crash now would deliver again; safe from any goroutine.
@@ -516,17 +511,11 @@ func (r *Receiver) checkStall(ctx context.Context, now time.Time) error {
 		"client", strings.Join(client, "; "), "broker", strings.Join(broker, "; "))
 	// Should the stuck client hang in its commit or close, the watchdog ends the process.
 	r.recovered.Add(1)
-	return r.recreate()
-}
-
-// recreate closes the consumer and joins again with a new one, which
-// resumes from the committed offsets.
-func (r *Receiver) recreate() error {
 	r.closeConsumer()
 	clear(r.pending) // their offsets were never stored: the messages come again
 	clear(r.lastMsg)
 	r.stalledSince = time.Time{}
-	c, err := kafka.NewConsumer(&r.cm)
+	c, err := kafka.NewConsumer(&r.cm) // it resumes from the committed offsets
 	if err != nil {
 		return fmt.Errorf("re-create consumer: %w", err)
 	}

@@ -11,8 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// statistics is the part of librdkafka's statistics (its STATISTICS.md)
-// that the consumer shows as metrics and judges its readiness by.
+// statistics is the part of librdkafka's statistics (its STATISTICS.md) shown as metrics and judged for readiness.
 type statistics struct {
 	Cgrp struct {
 		State     string `json:"state"`      // up: the group coordinator is known and reached
@@ -38,8 +37,7 @@ type statistics struct {
 	} `json:"topics"`
 }
 
-// clientStats holds the latest statistics; as a Prometheus collector it
-// turns them into gauges at each scrape.
+// clientStats holds the latest statistics; as a Prometheus collector it turns them into gauges at each scrape.
 type clientStats struct {
 	mu    sync.Mutex
 	last  statistics
@@ -75,11 +73,9 @@ func (c *clientStats) update(js string, now time.Time) error {
 	return nil
 }
 
-// ready says why the consumer cannot take its part in the group now,
-// judged by the latest statistics: none, or too old (the poll loop is
-// stuck), or not a settled member, or an assigned partition whose leader
-// the client is not connected to. A member with no partitions is ready:
-// the group has more members than partitions.
+// ready says why the consumer cannot take its part in the group now, judged by the latest statistics: none,
+// or too old (the poll loop is stuck), or not a settled member, or an assigned partition whose leader the
+// client is not connected to. A member with no partitions is ready: the group has more members than partitions.
 func (c *clientStats) ready(topic string, now time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -114,9 +110,8 @@ func (c *clientStats) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector: the gauges of the latest
-// statistics, none before the first nor once they stopped coming; lag
-// only of the partitions assigned here whose lag the client knows.
+// Collect implements prometheus.Collector: the gauges of the latest statistics, none before the first nor once
+// they stopped coming; lag only of the partitions assigned here whose lag the client knows.
 func (c *clientStats) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

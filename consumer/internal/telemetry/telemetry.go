@@ -1,6 +1,5 @@
-// Package telemetry is what the consumer shows to operators: /healthz,
-// /readyz and /metrics over HTTP, and the OpenTelemetry tracer of its
-// process spans.
+// Package telemetry is what the consumer shows to operators: /healthz, /readyz and /metrics over HTTP,
+// and the OpenTelemetry tracer of its process spans.
 package telemetry
 
 import (
@@ -21,9 +20,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
-// Serve answers on ln until the returned function closes it: /healthz and
-// /readyz with 200 while healthy and ready return nil, else 503 and the
-// reason; /metrics with the given metrics and the Go runtime's.
+// Serve answers on ln until the returned function closes it: /healthz and /readyz with 200 while healthy and
+// ready return nil, else 503 and the reason; /metrics with the given metrics and the Go runtime's.
 func Serve(ln net.Listener, healthy, ready func() error, metrics ...prometheus.Collector) (closeServer func()) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(append(metrics, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))...)
@@ -43,9 +41,8 @@ func Serve(ln net.Listener, healthy, ready func() error, metrics ...prometheus.C
 	return func() { _ = srv.Close() }
 }
 
-// Probe asks /readyz of the endpoint at addr, as Docker's HEALTHCHECK does:
-// nil on 200. An address with no host or an unspecified one (":9464",
-// "0.0.0.0:9464") is asked on the loopback.
+// Probe asks /readyz of the endpoint at addr, as Docker's HEALTHCHECK does: nil on 200. An address with no
+// host or an unspecified one (":9464", "0.0.0.0:9464") is asked on the loopback.
 func Probe(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -66,10 +63,9 @@ func Probe(addr string) error {
 	return nil
 }
 
-// Tracer starts the process spans. It exports them over OTLP/HTTP only
-// when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
-// set; the SDK reads the other OTEL_* variables itself (OTEL_SERVICE_NAME
-// wins over "consumer"). Shut it down to send what is buffered.
+// Tracer starts the process spans. It exports them over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; the SDK reads the other OTEL_* variables itself
+// (OTEL_SERVICE_NAME wins over "consumer"). Shut it down to send what is buffered.
 func Tracer(ctx context.Context, getenv func(string) string) (*sdktrace.TracerProvider, error) {
 	res, err := resource.New(ctx, resource.WithAttributes(attribute.String("service.name", "consumer")),
 		resource.WithFromEnv(), resource.WithTelemetrySDK())
@@ -77,9 +73,8 @@ func Tracer(ctx context.Context, getenv func(string) string) (*sdktrace.TracerPr
 		return nil, err
 	}
 	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		// Nothing would see the spans: they get ids, so that the context
-		// flows, but are not recorded (traceparent flags 00), which halves
-		// tracing's cost per event.
+		// Nothing would see the spans: they get ids, so that the context flows, but are not recorded
+		// (traceparent flags 00), which halves tracing's cost per event.
 		return sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.NeverSample())), nil
 	}
 	exp, err := otlptracehttp.New(ctx)
