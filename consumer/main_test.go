@@ -54,6 +54,8 @@ func TestRun_exitCodes(t *testing.T) {
 		stop   time.Duration // a stop signal after this long; 0: none
 	}{
 		{name: "help", args: []string{"--help"}, code: 0, stdout: []string{"Usage: consumer"}},
+		{name: "unknown flag", args: []string{"--brokers", "x:1"}, code: 2, absent: []string{"Usage"},
+			stderr: `consumer: invalid flags "--brokers x:1": flag provided but not defined: -brokers (see --help)`},
 		{name: "bad flag value", args: []string{"--log-format", "xml"}, code: 2,
 			stderr: `consumer: invalid --log-format "xml": want one of text, json`},
 		{name: "bad environment value", env: map[string]string{"KAFKA_GROUP_ID": " "}, code: 2,

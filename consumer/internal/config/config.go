@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"regexp"
 	"slices"
@@ -56,6 +57,13 @@ var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 // topicName is Kafka's rule for topic names.
 func topicName(t string) bool { return legalTopic.MatchString(t) && t != "." && t != ".." }
 
+// whole stores v in *n and reports whether it is a whole number from 0 to most.
+func whole(n *int, v string, most int) bool {
+	var err error
+	*n, err = strconv.Atoi(v)
+	return err == nil && *n >= 0 && *n <= most
+}
+
 // settings, in the order they are checked: set stores a value and reports whether it is allowed.
 var settings = []struct {
 	name, env, def, usage, allowed string
@@ -86,19 +94,13 @@ var settings = []struct {
 	{"group-protocol", "KAFKA_GROUP_PROTOCOL", "consumer", "consumer: the broker assigns the partitions and moves only those that must move (KIP-848, Kafka 4.0 and later; falls back to classic where the broker lacks it); classic: the members assign them (cooperative-sticky)",
 		"want consumer or classic", func(c *Config, v string) bool { c.GroupProtocol = v; return v == "consumer" || v == "classic" }},
 	{"partitions", "KAFKA_PARTITIONS", "0", "partitions of the topics, if the consumer creates them; 0 takes the cluster's num.partitions",
-		"want a whole number >= 0 (0: the cluster's default)", func(c *Config, v string) bool {
-			n, err := strconv.Atoi(v)
-			c.Partitions = n
-			return err == nil && n >= 0
-		}},
+		"want a whole number >= 0 (0: the cluster's default)",
+		func(c *Config, v string) bool { return whole(&c.Partitions, v, math.MaxInt) }},
 	{"replication-factor", "KAFKA_REPLICATION_FACTOR", "0", "copies of each partition, if the consumer creates the topics; 0 takes the cluster's default.replication.factor",
-		"want a whole number >= 0 (0: the cluster's default)", func(c *Config, v string) bool {
-			n, err := strconv.Atoi(v)
-			c.Replication = n
-			return err == nil && n >= 0 && n <= 32767
-		}},
+		"want a whole number from 0 (the cluster's default) to 32767",
+		func(c *Config, v string) bool { return whole(&c.Replication, v, 32767) }},
 	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped", "want a whole number >= 0",
-		func(c *Config, v string) bool { n, err := strconv.Atoi(v); c.Count = n; return err == nil && n >= 0 }},
+		func(c *Config, v string) bool { return whole(&c.Count, v, math.MaxInt) }},
 	{"http-addr", "HTTP_ADDR", "", "serve /healthz, /readyz and /metrics on this host:port, e.g. 127.0.0.1:9465; empty: off",
 		"want host:port or :port, e.g. 127.0.0.1:9465, or empty for none", func(c *Config, v string) bool {
 			_, port, err := net.SplitHostPort(v)
@@ -131,13 +133,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		cfg.Kafka[k] = v
 		return nil
 	})
-	fs.Usage = func() {
+	fs.Usage = func() {} // the flag package calls it on every error: usage goes out for --help only
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(out, "Usage: consumer [flags]\n\nReads timestamp events from Kafka in a consumer group and prints \"Received: HH:MM:SS\".\n\nFlags:\n")
 		fs.SetOutput(out)
 		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
-		return Config{}, ErrHelp // the flag package printed the usage
+		return Config{}, ErrHelp
 	} else if err != nil {
 		return Config{}, &Error{"flags", strings.Join(args, " "), err.Error() + " (see --help)"}
 	}
@@ -164,8 +165,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 			return Config{}, &Error{"-X", k + "=" + cfg.Kafka[k], "go.* properties change how the client hands events to the consumer, which it relies on"}
 		}
 	}
-	if v := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && v == "0" {
-		return Config{}, &Error{"-X statistics.interval.ms", v, "readiness, lag and the client's metrics need statistics with --http-addr (5000 unless set)"}
+	if v, ok := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && ok {
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); err != nil || n <= 0 {
+			return Config{}, &Error{"-X statistics.interval.ms", v, "readiness, lag and the client's metrics need statistics with --http-addr (5000 unless set)"}
+		}
 	}
 	return cfg, nil
 }

@@ -109,6 +109,7 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"replication not a number", []string{"--replication-factor", "three"}, nil, "--replication-factor"},
 		{"HTTP port out of range", nil, map[string]string{"HTTP_ADDR": ":65536"}, "HTTP_ADDR"},
 		{"lag without statistics", []string{"--http-addr", "127.0.0.1:9465", "-X", "statistics.interval.ms=0"}, nil, "-X statistics.interval.ms"},
+		{"lag without statistics, written 00", []string{"--http-addr", "127.0.0.1:9465", "-X", "statistics.interval.ms=00"}, nil, "-X statistics.interval.ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

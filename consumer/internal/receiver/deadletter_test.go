@@ -218,7 +218,7 @@ func TestReceiver_givesUpADeadLetterWhosePartitionGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.store()
-	if len(r.pending) != 0 || r.result().DeadLettered != 0 || strings.Contains(out.String(), "Offset not stored") {
+	if len(r.pending) != 0 || r.result().DeadLettered != 0 || strings.Contains(out.String(), "Offsets not stored") {
 		t.Errorf("%d writes pending, %d dead-lettered after the partition was revoked; want the write given up", len(r.pending), r.result().DeadLettered)
 	}
 }
