@@ -171,7 +171,7 @@ func startupError(err error, servers, topic string) error {
 		//lint:ignore ST1005 Kafka is a name
 		return fmt.Errorf("Kafka at %s %w", servers, err)
 	case errors.Is(err, sender.ErrNoLeader):
-		return fmt.Errorf("topic %q created but has no leader after %s", topic, startupTimeout)
+		return fmt.Errorf("topic %q has a partition with no leader after %s", topic, startupTimeout)
 	default:
 		return fmt.Errorf("cannot reach Kafka at %s within %s: %w", servers, startupTimeout, err)
 	}

@@ -197,7 +197,7 @@ func TestStartupError_saysWhatFailed(t *testing.T) {
 			`cannot reach Kafka at h:9092 within 30s: look up topic "t": Local: Broker transport failure`},
 		{"refused", fmt.Errorf("%w metadata of topic %q: %s", sender.ErrRefused, "t", "Broker: Topic authorization failed"),
 			`Kafka at h:9092 refused metadata of topic "t": Broker: Topic authorization failed`},
-		{"no leader", fmt.Errorf("topic %q: %w", "t", sender.ErrNoLeader), `topic "t" created but has no leader after 30s`},
+		{"no leader", fmt.Errorf("topic %q: %w", "t", sender.ErrNoLeader), `topic "t" has a partition with no leader after 30s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

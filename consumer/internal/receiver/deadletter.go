@@ -239,7 +239,7 @@ func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]s
 			if err != nil {
 				return created, r.fail(fmt.Sprintf("looking up topic %q", topic), err)
 			}
-			return created, fmt.Errorf("topic %q created but has no leader after %s", topic, r.timeout)
+			return created, fmt.Errorf("topic %q has a partition with no leader after %s", topic, r.timeout)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

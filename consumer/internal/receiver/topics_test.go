@@ -157,7 +157,7 @@ func TestEnsureTopics_saysWhatFailed(t *testing.T) {
 		{name: "creating refused", missing: true, refuse: map[string]kafka.Error{"create": kafka.NewError(kafka.ErrClusterAuthorizationFailed, "Cluster authorization failed", false)},
 			want: `Kafka at MOCK refused creating topic "timestamp": CLUSTER_AUTHORIZATION_FAILED: Cluster authorization failed`},
 		{name: "created without a leader", missing: true,
-			want: `topic "timestamp" created but has no leader after 2s`},
+			want: `topic "timestamp" has a partition with no leader after 2s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
