@@ -70,7 +70,7 @@ func run(ctx context.Context, e env) int {
 	if _, set := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && !set {
 		cfg.Kafka["statistics.interval.ms"] = "5000" // readiness, lag and the client's metrics come from them
 	}
-	tp, err := telemetry.Tracer(ctx, e.getenv)
+	tracer, shutdownTracer, err := telemetry.Tracer(ctx, e.getenv)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: tracing:", err)
 		return 2
@@ -78,9 +78,9 @@ func run(ctx context.Context, e env) int {
 	defer func() { // sends the spans still buffered, if exporting
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = tp.Shutdown(ctx)
+		_ = shutdownTracer(ctx)
 	}()
-	r, err := receiver.New(cfg, log, tp.Tracer("consumer"))
+	r, err := receiver.New(cfg, log, tracer)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: invalid Kafka client configuration:", err)
 		return 2

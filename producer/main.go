@@ -66,7 +66,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	for k, v := range cfg.Kafka {
 		props[k] = v
 	}
-	tp, err := telemetry.Tracer(context.Background(), getenv)
+	tracer, shutdownTracer, err := telemetry.Tracer(context.Background(), getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: tracing:", err)
 		return 2
@@ -74,14 +74,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	defer func() { // sends the spans still buffered, if exporting
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_ = tp.Shutdown(ctx)
+		_ = shutdownTracer(ctx)
 	}()
 	host, _ := os.Hostname()
 	// A random part names this process: a restarted producer counts its ids from 1 again.
 	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
 	s, err := sender.New(sender.Options{Topic: cfg.Topic, Source: src, Interval: cfg.Interval, Count: cfg.Count,
 		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, KeyBySource: cfg.Key == "source", Partitions: cfg.Partitions,
-		Replication: cfg.Replication, Tracer: tp.Tracer("producer"), Kafka: props}, log)
+		Replication: cfg.Replication, Tracer: tracer, Kafka: props}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: invalid Kafka client configuration:", err)
 		return 2

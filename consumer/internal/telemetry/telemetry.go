@@ -18,6 +18,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Serve answers on ln until the returned function closes it: /healthz and /readyz with 200 while healthy and
@@ -63,23 +65,32 @@ func Probe(addr string) error {
 	return nil
 }
 
-// Tracer starts the process spans. It exports them over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; the SDK reads the other OTEL_* variables itself
-// (OTEL_SERVICE_NAME wins over "consumer"). Shut it down to send what is buffered.
-func Tracer(ctx context.Context, getenv func(string) string) (*sdktrace.TracerProvider, error) {
+// Tracer starts the process spans, named for the service. It exports them
+// over OTLP/HTTP only when OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set; the SDK reads the other OTEL_*
+// variables itself (OTEL_SERVICE_NAME wins over "consumer"). OTEL_SDK_DISABLED=true,
+// OpenTelemetry's off switch, leaves no span and no trace context on the wire.
+// Call shutdown to send what is buffered.
+func Tracer(ctx context.Context, getenv func(string) string) (_ trace.Tracer, shutdown func(context.Context) error, _ error) {
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
+		return noop.Tracer{}, func(context.Context) error { return nil }, nil
+	}
 	res, err := resource.New(ctx, resource.WithAttributes(attribute.String("service.name", "consumer")),
 		resource.WithFromEnv(), resource.WithTelemetrySDK())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		// Nothing would see the spans: they get ids, so that the context flows, but are not recorded
-		// (traceparent flags 00), which halves tracing's cost per event.
-		return sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.NeverSample())), nil
+		// Nothing would see the spans: they get ids, so that the context
+		// flows, but are not recorded (traceparent flags 00), which halves
+		// tracing's cost per event.
+		tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.NeverSample()))
+		return tp.Tracer("consumer"), tp.Shutdown, nil
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("OTLP exporter: %w", err)
+		return nil, nil, fmt.Errorf("OTLP exporter: %w", err)
 	}
-	return sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp)), nil
+	tp := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(exp))
+	return tp.Tracer("consumer"), tp.Shutdown, nil
 }

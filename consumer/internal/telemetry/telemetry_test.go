@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -31,5 +32,27 @@ func TestServe_unhealthyAfterAFatalErrorReadyWhenAMember(t *testing.T) {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	if err := Probe("0.0.0.0:" + port); err != nil {
 		t.Errorf("Probe: %v, want ready, asked on the loopback", err)
+	}
+}
+
+func TestTracer_offSwitchLeavesNoTraceContext(t *testing.T) {
+	for disabled, want := range map[string]bool{"": true, "false": true, "true": false, "TRUE": false} {
+		tracer, shutdown, err := Tracer(context.Background(), func(k string) string {
+			if k == "OTEL_SDK_DISABLED" {
+				return disabled
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := tracer.Start(context.Background(), "process timestamp")
+		if span.SpanContext().IsValid() != want {
+			t.Errorf("OTEL_SDK_DISABLED=%q: span has a trace id: %t, want %t", disabled, span.SpanContext().IsValid(), want)
+		}
+		span.End()
+		if err := shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

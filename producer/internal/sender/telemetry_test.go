@@ -12,6 +12,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 func TestSender_tracesEveryEventAndCountsItsDelivery(t *testing.T) {
@@ -161,5 +162,19 @@ producer_kafka_queue_messages 30
 	}
 	if err := c.update("{not json", time.Now()); err == nil {
 		t.Error("update took statistics that are not JSON")
+	}
+}
+
+func TestSender_withoutATracerSendsNoTraceContext(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	s := newSender(t, mc, Options{Interval: time.Millisecond, Count: 3, Tracer: noop.Tracer{}}, &out, nil) // as with OTEL_SDK_DISABLED=true
+	if _, err := s.Run(context.Background()); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	for _, m := range readTopic(t, mc.BootstrapServers(), "timestamp", 3, 10*time.Second) {
+		if len(m.Headers) != 6 || header(m, "traceparent") != "" {
+			t.Errorf("event %s has headers %v, want the six CloudEvents ones only", header(m, "ce_id"), m.Headers)
+		}
 	}
 }

@@ -64,31 +64,35 @@ func TestTracer_exportsOnlyWhenAnEndpointIsSet(t *testing.T) {
 		}
 	}))
 	defer collector.Close()
-	for _, endpoint := range []string{"", collector.URL} {
-		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-		tp, err := Tracer(context.Background(), func(k string) string {
-			if k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
-				return endpoint
+	tests := []struct {
+		name    string
+		env     map[string]string
+		context bool  // spans have ids, so that a traceparent goes out
+		exports int32 // posts to the collector
+	}{
+		{"no endpoint", nil, true, 0},
+		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL}, true, 1},
+		{"SDK disabled", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL, "OTEL_SDK_DISABLED": "true"}, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			posts.Store(0)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tt.env["OTEL_EXPORTER_OTLP_ENDPOINT"]) // the exporter reads it itself
+			tracer, shutdown, err := Tracer(context.Background(), func(k string) string { return tt.env[k] })
+			if err != nil {
+				t.Fatal(err)
 			}
-			return ""
+			_, span := tracer.Start(context.Background(), "publish timestamp")
+			if span.SpanContext().IsValid() != tt.context {
+				t.Errorf("span has a trace id: %t, want %t", span.SpanContext().IsValid(), tt.context)
+			}
+			span.End()
+			if err := shutdown(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if posts.Load() != tt.exports {
+				t.Errorf("%d exports, want %d", posts.Load(), tt.exports)
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, span := tp.Tracer("test").Start(context.Background(), "publish timestamp")
-		if !span.SpanContext().IsValid() {
-			t.Errorf("endpoint %q: span without a trace id: no context would flow", endpoint)
-		}
-		span.End()
-		if err := tp.Shutdown(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		want := int32(0)
-		if endpoint != "" {
-			want = 1
-		}
-		if posts.Load() != want {
-			t.Errorf("endpoint %q: %d exports, want %d", endpoint, posts.Load(), want)
-		}
 	}
 }
