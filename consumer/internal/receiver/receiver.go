@@ -239,8 +239,9 @@ func (r *Receiver) handle(m *kafka.Message, polled time.Time) error {
 	ctx, span := r.tracer.Start(ctx, "process "+r.cfg.Topic, trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
 	p := m.TopicPartition.Partition
-	recording := span.IsRecording() // attributes cost only where spans are exported
-	if recording {                  // OpenTelemetry's messaging conventions
+	// Attributes, by OpenTelemetry's messaging conventions, cost only where spans are exported.
+	recording := span.IsRecording()
+	if recording {
 		span.SetAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", r.cfg.Topic),
 			attribute.String("messaging.operation.type", "process"), attribute.String("messaging.operation.name", "process"),
 			attribute.String("messaging.consumer.group.name", r.cfg.Group),

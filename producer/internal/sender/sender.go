@@ -216,7 +216,8 @@ func (s *Sender) produce(ctx context.Context) (first time.Time, err error) {
 		ev := event.Event{ID: id, Source: s.opts.Source, Time: at}
 		// A publish span per event; its trace context travels in the headers, and the delivery report ends it.
 		sctx, span := s.tracer.Start(ctx, "publish "+s.opts.Topic, trace.WithSpanKind(trace.SpanKindProducer))
-		if span.IsRecording() { // attributes cost only where spans are exported; OpenTelemetry's messaging conventions
+		// Attributes, by OpenTelemetry's messaging conventions, cost only where spans are exported.
+		if span.IsRecording() {
 			span.SetAttributes(attribute.String("messaging.system", "kafka"), attribute.String("messaging.destination.name", s.opts.Topic),
 				attribute.String("messaging.operation.type", "send"), attribute.String("messaging.operation.name", "publish"),
 				attribute.String("messaging.message.id", strconv.FormatUint(id, 10)))
