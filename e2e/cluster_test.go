@@ -51,7 +51,8 @@ func startCluster(t *testing.T, pool *dockertest.Pool) *cluster {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for n := int32(1); n <= 3; n++ {
-				t.Logf("last log lines of kafka-%d:\n%s", n, containerLogs(pool, c.container(t, n), 40))
+				logs := containerLogs(pool, c.container(t, n), 0)
+				t.Logf("kafka-%d, its group coordinator's lines:\n%s\nits last log lines:\n%s", n, linesWith(logs, "[GroupId ", 300), lastLines(logs, 40))
 			}
 		}
 		if out, err := c.run(2*time.Minute, "down", "--volumes", "--remove-orphans"); err != nil {
@@ -383,4 +384,15 @@ func countBetween(s *service, prefix string, from, to time.Time) int {
 		}
 	}
 	return n
+}
+
+// linesWith returns the last n lines of logs that contain sub.
+func linesWith(logs, sub string, n int) string {
+	var found []string
+	for l := range strings.Lines(logs) {
+		if strings.Contains(l, sub) {
+			found = append(found, l)
+		}
+	}
+	return strings.Join(found[len(found)-min(n, len(found)):], "")
 }
