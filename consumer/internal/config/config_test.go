@@ -106,6 +106,7 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown group protocol", []string{"--group-protocol", "eager"}, nil, "--group-protocol"},
 		{"group protocol through -X", []string{"-X", "group.protocol=classic"}, nil, "-X group.protocol"},
 		{"negative partitions", nil, map[string]string{"KAFKA_PARTITIONS": "-1"}, "KAFKA_PARTITIONS"},
+		{"partitions beyond Kafka's int32", []string{"--partitions", "2147483648"}, nil, "--partitions"},
 		{"replication not a number", []string{"--replication-factor", "three"}, nil, "--replication-factor"},
 		{"HTTP port out of range", nil, map[string]string{"HTTP_ADDR": ":65536"}, "HTTP_ADDR"},
 		{"lag without statistics", []string{"--http-addr", "127.0.0.1:9465", "-X", "statistics.interval.ms=0"}, nil, "-X statistics.interval.ms"},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"regexp"
 	"strconv"
@@ -130,9 +131,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	c.Key = raw["key"]
 	check("key", c.Key == "source" || c.Key == "none", "want source or none")
 	c.Partitions, err = strconv.Atoi(raw["partitions"])
-	check("partitions", err == nil && c.Partitions >= 0, "want a whole number >= 0 (0: the cluster's default)")
+	check("partitions", err == nil && c.Partitions >= 0 && c.Partitions <= math.MaxInt32, "want a whole number from 0 (the cluster's default) to 2147483647")
 	c.Replication, err = strconv.Atoi(raw["replication-factor"])
-	check("replication-factor", err == nil && c.Replication >= 0 && c.Replication <= 32767, "want a whole number >= 0 (0: the cluster's default)")
+	check("replication-factor", err == nil && c.Replication >= 0 && c.Replication <= 32767, "want a whole number from 0 (the cluster's default) to 32767")
 	c.HTTPAddr = raw["http-addr"]
 	check("http-addr", c.HTTPAddr == "" || validPort(c.HTTPAddr), "want host:port or :port, e.g. 127.0.0.1:9464, or empty for none")
 	every, err := strconv.Atoi(strings.TrimSpace(cmp.Or(c.Kafka["statistics.interval.ms"], "5000")))

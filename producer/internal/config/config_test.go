@@ -134,6 +134,7 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"unknown key", nil, map[string]string{"PRODUCER_KEY": "random"}, "PRODUCER_KEY"},
 		{"negative partitions", []string{"--partitions", "-2"}, nil, "--partitions"},
+		{"partitions beyond Kafka's int32", []string{"--partitions", "2147483648"}, nil, "--partitions"},
 		{"HTTP address without a port", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
 		{"HTTP endpoint without statistics", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=0"}, nil, "--http-addr"},
 		{"HTTP endpoint without statistics, written 00", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=00"}, nil, "--http-addr"},
