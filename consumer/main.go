@@ -67,9 +67,6 @@ func run(ctx context.Context, e env) int {
 		return 2
 	}
 	log := newLogger(e.stdout, cfg.LogFormat, cfg.LogLevel)
-	if _, set := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && !set {
-		cfg.Kafka["statistics.interval.ms"] = "5000" // readiness, lag and the client's metrics come from them
-	}
 	tracer, shutdownTracer, err := telemetry.Tracer(ctx, e.getenv)
 	if err != nil {
 		fmt.Fprintln(e.stderr, "consumer: tracing:", err)
@@ -108,7 +105,7 @@ func run(ctx context.Context, e env) int {
 	}
 	done := make(chan struct{})
 	defer close(done)
-	go watchdog(e.signals, done, cancel, e.exit, shutdownGrace, r.Uncommitted, log)
+	go watchdog(e.signals, r.Failed(), done, cancel, e.exit, shutdownGrace, r.Uncommitted, log)
 	_, lib := kafka.LibraryVersion()
 	log.Info("Consumer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
 		"group", cfg.Group, "group_protocol", cfg.GroupProtocol, "dlq", cfg.DLQTopic, "librdkafka", lib)
@@ -159,12 +156,14 @@ func healthcheck(e env) int {
 }
 
 // watchdog cancels the run at the first stop signal, and ends the process at a second
-// one or when the shutdown outlasts grace. done is closed when run returns.
-func watchdog(signals <-chan os.Signal, done <-chan struct{}, cancel func(), exit func(code int), grace time.Duration,
+// one or when the shutdown outlasts grace; a closed failed (the client is beyond help and
+// the run ends by itself) starts the same wait. done is closed when run returns.
+func watchdog(signals <-chan os.Signal, failed, done <-chan struct{}, cancel func(), exit func(code int), grace time.Duration,
 	uncommitted func() int64, log *slog.Logger) {
 	select {
 	case <-signals:
 		cancel()
+	case <-failed:
 	case <-done:
 		return
 	}

@@ -142,6 +142,7 @@ func TestWatchdog(t *testing.T) {
 		name    string
 		signals []os.Signal
 		finish  bool // the shutdown ends after the first signal
+		failed  bool // the leader-stall guard gave up instead of a signal
 		code    int  // -1: the process is left to end by itself
 		line    string
 	}{
@@ -154,6 +155,9 @@ func TestWatchdog(t *testing.T) {
 			line: "ERROR Second stop signal: exiting now signal=terminated uncommitted=7\n"},
 		{name: "shutdown too long", signals: []os.Signal{syscall.SIGTERM}, code: 1,
 			line: "ERROR Shutdown took longer than 300ms: exiting now uncommitted=7\n"},
+		{name: "guard gave up, run ended", failed: true, finish: true, code: -1},
+		{name: "guard gave up, run hangs", failed: true, code: 1,
+			line: "ERROR Shutdown took longer than 300ms: exiting now uncommitted=7\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,11 +165,15 @@ func TestWatchdog(t *testing.T) {
 			for _, s := range tt.signals {
 				signals <- s
 			}
-			cancelled, done, exits := make(chan struct{}), make(chan struct{}), make(chan int, 1)
+			cancelled, failed, done, exits := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan int, 1)
+			if tt.failed {
+				close(failed)
+				close(cancelled) // the run cancels itself
+			}
 			var out strings.Builder
 			returned := make(chan struct{})
 			go func() {
-				watchdog(signals, done, func() { close(cancelled) }, func(code int) { exits <- code }, 300*time.Millisecond,
+				watchdog(signals, failed, done, func() { close(cancelled) }, func(code int) { exits <- code }, 300*time.Millisecond,
 					func() int64 { return 7 }, newLogger(&out, "text", slog.LevelInfo))
 				close(returned)
 			}()

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 
 	"github.com/event-driven-go/kafka-go/consumer/internal/config"
 	"github.com/event-driven-go/kafka-go/consumer/internal/event"
+	"github.com/event-driven-go/kafka-go/consumer/internal/leaderstall"
 )
 
 const (
@@ -53,6 +55,9 @@ type Receiver struct {
 	now       func() time.Time // the handler's clock
 	admin     Admin            // of EnsureTopics
 	timeout   time.Duration    // of EnsureTopics
+	guard     *leaderstall.Guard
+	recreate  chan chan error // the guard's requests for a new client, answered by the poll loop
+	replacing bool            // while the poll loop replaces the client: no commit can reach the group
 
 	// Read by /metrics and the watchdog while the loop counts.
 	received, duplicates, deadLettered, recovered atomic.Int64
@@ -63,14 +68,11 @@ type Receiver struct {
 	rebalances                                    *prometheus.CounterVec
 
 	// The poll loop's own.
-	first, last, storedAt   time.Time
-	storeEvery, unstored    int
-	toStore                 map[int32]kafka.TopicPartition // offset after the last event handled
-	highest                 map[fromSource]uint64
-	pending                 map[int32]*deadLetter
-	lastMsg                 map[int32]time.Time // of each assigned partition: its last message, or its assignment
-	stallAfter              time.Duration
-	stalledSince, nextCheck time.Time
+	first, last, storedAt time.Time
+	storeEvery, unstored  int
+	toStore               map[int32]kafka.TopicPartition // offset after the last event handled
+	highest               map[fromSource]uint64
+	pending               map[int32]*deadLetter
 }
 
 // fromSource is where ids count up: one source's events on one partition.
@@ -82,10 +84,18 @@ type fromSource struct {
 // New creates the consumer and the dead-letter producer; its errors come from the client
 // configuration. tracer starts a process span per event (nil: none).
 func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, error) {
+	// Readiness, the client's metrics and the leader-stall guard read the client's statistics.
+	if _, set := cfg.Kafka["statistics.interval.ms"]; !set {
+		cfg.Kafka = maps.Clone(cfg.Kafka)
+		if cfg.Kafka == nil {
+			cfg.Kafka = map[string]string{}
+		}
+		cfg.Kafka["statistics.interval.ms"] = "5000"
+	}
 	every, _ := strconv.Atoi(cfg.Kafka["statistics.interval.ms"])
-	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, stallAfter: 15 * time.Second,
+	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, recreate: make(chan chan error),
 		toStore: map[int32]kafka.TopicPartition{}, highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{},
-		lastMsg: map[int32]time.Time{}, logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{}),
+		logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{}),
 		stats: newClientStats(time.Duration(every) * time.Millisecond), tracer: cmp.Or(tracer, trace.Tracer(noop.Tracer{})),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "consumer_event_latency_seconds",
 			Help: "Time from an event's ce_time (when it was sent) to its handling here.", Buckets: latencyBuckets}),
@@ -105,6 +115,10 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 	// At-least-once: offsets are stored after handling; the background commit sends stored offsets only.
 	maps.Copy(r.cm, kafka.ConfigMap{"enable.auto.offset.store": false, "enable.auto.commit": true, "group.id": cfg.Group,
 		"bootstrap.servers": cfg.BootstrapServers, "go.logs.channel.enable": true, "go.logs.channel": r.logs})
+	r.guard = leaderstall.New(cfg.Topic, log, leaderstall.Ask(r.dlqCM, cfg.Topic, cfg.Group))
+	if every <= 0 {
+		log.Warn("The leader-stall guard is off: it reads the client's statistics, and statistics.interval.ms is 0")
+	}
 	var err error
 	if r.c, err = kafka.NewConsumer(&r.cm); err != nil {
 		return nil, fmt.Errorf("create consumer: %w", err)
@@ -184,15 +198,32 @@ func consumerOnly(k string) bool {
 }
 
 // Run consumes until Count events were received or ctx ends, then commits and closes. It
-// returns an error for a fatal client error or a message the dead-letter topic refused.
+// returns an error for a fatal client error, a message the dead-letter topic refused, or a
+// leader stall the client could not be re-created after.
 func (r *Receiver) Run(ctx context.Context) (Result, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var guarding sync.WaitGroup
+	guarding.Go(func() {
+		if err := r.guard.Run(ctx, r.askNewClient); err != nil {
+			cancel(err)
+		}
+	})
 	err := r.consume(ctx)
+	cancel(nil)
+	guarding.Wait()
+	if err == nil {
+		err = r.guard.Healthy() // set when the guard gave up and ended the run
+	}
 	if err != nil {
 		r.failed.Store(&err)
 	}
 	r.Close()
 	return r.result(), err
 }
+
+// Failed is closed when the leader-stall guard gave up: the client may hang, so the process must end.
+func (r *Receiver) Failed() <-chan struct{} { return r.guard.Failed() }
 
 func (r *Receiver) result() Result {
 	return Result{Received: r.received.Load(), Duplicates: r.duplicates.Load(), DeadLettered: r.deadLettered.Load(),
@@ -206,7 +237,6 @@ func (r *Receiver) consume(ctx context.Context) error {
 		now := time.Now() // once per event: four reads were 4.5 % of the CPU at full speed
 		switch e := ev.(type) {
 		case *kafka.Message:
-			r.lastMsg[e.TopicPartition.Partition] = now
 			err = r.handle(e, now)
 		case kafka.Error:
 			if e.IsFatal() {
@@ -219,14 +249,17 @@ func (r *Receiver) consume(ctx context.Context) error {
 			if err := r.stats.update(e.String(), now); err != nil {
 				r.log.Warn("Statistics not understood", "err", err)
 			}
+			r.guard.Observe(e.String())
 		case nil:
 			r.store() // idle: nothing to batch with
 		}
 		if err == nil {
 			err = r.deadLetters()
 		}
-		if err == nil {
-			err = r.checkStall(ctx, now)
+		select {
+		case reply := <-r.recreate:
+			reply <- r.newClient()
+		default:
 		}
 	}
 	return err
@@ -357,13 +390,12 @@ func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 	switch e := e.(type) {
 	case kafka.AssignedPartitions:
-		for _, tp := range e.Partitions {
-			r.lastMsg[tp.Partition] = time.Now()
-		}
 		r.rebalances.WithLabelValues("assigned").Inc()
 		r.log.Info("Partitions assigned", "partitions", partitions(e.Partitions))
 	case kafka.RevokedPartitions:
-		if !c.AssignmentLost() {
+		if r.replacing {
+			r.store() // for the close's own commit, if the group can take it
+		} else if !c.AssignmentLost() {
 			r.commit()
 		}
 		for _, tp := range e.Partitions {
@@ -372,7 +404,6 @@ func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 				_ = c.Resume([]kafka.TopicPartition{tp}) // should it come back, not paused
 			}
 			delete(r.toStore, tp.Partition)
-			delete(r.lastMsg, tp.Partition)
 		}
 		change := "revoked"
 		if c.AssignmentLost() {
@@ -406,12 +437,12 @@ func (r *Receiver) Metrics() []prometheus.Collector {
 		counter("consumer_recoveries_total", "Times the Kafka client was re-created after a leader stall.", &r.recovered)}
 }
 
-// Healthy returns the error that stopped the consumer, if any.
+// Healthy returns the error that stopped the consumer, if any, or the leader-stall guard's.
 func (r *Receiver) Healthy() error {
 	if err := r.failed.Load(); err != nil {
 		return *err
 	}
-	return nil
+	return r.guard.Healthy() // at once: the loop may hang in the client it could not replace
 }
 
 // Ready returns why the consumer cannot take its part in the group now, or nil.
@@ -427,7 +458,7 @@ func (r *Receiver) Close() {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		r.closeConsumer()
+		r.closeConsumer(true)
 		// Pending writes never had their offsets stored: their messages come again.
 		_ = r.dlq.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 		r.dlq.Close()
@@ -442,8 +473,13 @@ func (r *Receiver) Close() {
 }
 
 // closeConsumer gives the partitions up first: closing during a rebalance can hang in librdkafka.
-func (r *Receiver) closeConsumer() {
-	r.commit()
+// With commit, it commits first and waits for the answer.
+func (r *Receiver) closeConsumer(commit bool) {
+	if commit {
+		r.commit()
+	} else {
+		r.store()
+	}
 	deadline := time.Now().Add(shutdownBudget)
 	if err := r.c.Unsubscribe(); err == nil {
 		for a, err := r.c.Assignment(); err == nil && len(a) > 0 && time.Now().Before(deadline); a, err = r.c.Assignment() {
@@ -463,91 +499,34 @@ func partitions(tps []kafka.TopicPartition) string {
 	return strings.Join(s, ",")
 }
 
-// checkStall works around librdkafka#5430, a partition left without a usable leader for good
-// while the cluster is fine. Every third of stallAfter it looks for partitions (not paused)
-// with something to read, nothing delivered, and a leader in a fresh metadata answer. Seen
-// for stallAfter (from the first sighting, so a broker back from an outage gets time to
-// resume), it re-creates the client, which resumes from the committed offsets.
-func (r *Receiver) checkStall(ctx context.Context, now time.Time) error {
-	if now.Before(r.nextCheck) || ctx.Err() != nil {
-		return nil
+// askNewClient asks the poll loop for a new client, for the leader-stall guard, and waits for it.
+func (r *Receiver) askNewClient(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case r.recreate <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	r.nextCheck = now.Add(r.stallAfter / 3)
-	var md *kafka.Metadata // one request per check, when needed
-	var parts, client, broker []string
-	for p, last := range r.lastMsg {
-		if r.pending[p] != nil || now.Sub(last) < r.stallAfter/3 {
-			continue
-		}
-		pos, high, behind := r.behind(p)
-		if !behind {
-			continue
-		}
-		if md == nil {
-			var err error
-			if md, err = r.freshMetadata(); err != nil {
-				r.stalledSince = time.Time{} // the cluster does not answer either: an outage, not a stall
-				return nil
-			}
-		}
-		for _, pm := range md.Topics[r.cfg.Topic].Partitions {
-			if pm.ID == p && pm.Leader >= 0 {
-				parts = append(parts, fmt.Sprint(p))
-				client = append(client, fmt.Sprintf("partition %d: no message for %s at position %d", p, now.Sub(last).Round(time.Second), pos))
-				broker = append(broker, fmt.Sprintf("partition %d: leader %d, high watermark %d", p, pm.Leader, high))
-			}
-		}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if len(parts) == 0 {
-		r.stalledSince = time.Time{}
-		return nil
-	}
-	if r.stalledSince.IsZero() {
-		r.stalledSince = now
-	}
-	if now.Sub(r.stalledSince) < r.stallAfter || ctx.Err() != nil {
-		return nil
-	}
-	r.log.Warn("Leader stall: re-creating the Kafka client", "topic", r.cfg.Topic, "partitions", strings.Join(parts, ","),
-		"client", strings.Join(client, "; "), "broker", strings.Join(broker, "; "))
-	// Should the stuck client hang in its commit or close, the watchdog ends the process.
+}
+
+// newClient replaces the consumer with a new one, which resumes from the committed offsets.
+// The old one commits on its way out only if its group still answers.
+func (r *Receiver) newClient() error {
 	r.recovered.Add(1)
-	r.closeConsumer()
+	r.replacing = true
+	r.closeConsumer(false)
+	r.replacing = false
 	clear(r.pending) // their offsets were never stored: the messages come again
-	clear(r.lastMsg)
-	r.stalledSince = time.Time{}
-	c, err := kafka.NewConsumer(&r.cm) // it resumes from the committed offsets
+	c, err := kafka.NewConsumer(&r.cm)
 	if err != nil {
-		return fmt.Errorf("re-create consumer: %w", err)
+		return fmt.Errorf("create consumer: %w", err)
 	}
 	r.c = c
 	return r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
-}
-
-// freshMetadata asks a short-lived client: the stuck one may reach no broker although they are up.
-func (r *Receiver) freshMetadata() (*kafka.Metadata, error) {
-	cm := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
-	maps.Copy(cm, r.dlqCM)
-	a, err := kafka.NewAdminClient(&cm)
-	if err != nil {
-		return nil, err
-	}
-	defer a.Close()
-	return a.GetMetadata(&r.cfg.Topic, false, 1000)
-}
-
-// behind reports p's position (or committed offset) and high watermark, and whether it lags.
-func (r *Receiver) behind(p int32) (pos, high int64, ok bool) {
-	tp := []kafka.TopicPartition{{Topic: &r.cfg.Topic, Partition: p}}
-	ps, err := r.c.Position(tp)
-	if err != nil || ps[0].Offset < 0 {
-		if ps, err = r.c.Committed(tp, 1000); err != nil || ps[0].Offset < 0 {
-			return 0, 0, false
-		}
-	}
-	// Where the leader does not answer, the last fetch's high watermark still tells.
-	if _, high, err = r.c.QueryWatermarkOffsets(r.cfg.Topic, p, 1000); err != nil {
-		_, high, err = r.c.GetWatermarkOffsets(r.cfg.Topic, p)
-	}
-	return int64(ps[0].Offset), high, err == nil && int64(ps[0].Offset) < high
 }

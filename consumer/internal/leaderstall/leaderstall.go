@@ -1,0 +1,226 @@
+// Package leaderstall works around librdkafka#5430: after a broker restart
+// the client may keep, for good, no leader for a partition or no group
+// coordinator, while the cluster serves both. The client then neither
+// fetches nor commits, and says nothing. The Guard recognises that state and
+// has the client re-created; a re-created consumer resumes from the
+// committed offsets, so the events handled since the last commit come again.
+//
+// Delete this package once a librdkafka release carries the fix
+// (confluentinc/librdkafka#5431).
+package leaderstall
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// View is who leads each partition of the topic, and whether the group has
+// a coordinator (0) or not (-1): the client's view, from its statistics, or
+// the cluster's, from a fresh client. A leader of -1 is none.
+type View struct {
+	Leaders     map[int32]int32
+	Coordinator int32
+}
+
+// Guard watches a consumer for the stall. Observe is called where the
+// client's statistics arrive; Run checks outside the poll loop.
+type Guard struct {
+	// After is how long the stall must last, with the cluster answering
+	// every check, before the client is re-created: never less than the
+	// time a slow but healthy broker may take to answer (librdkafka's
+	// request.timeout.ms, 30 s by default).
+	After time.Duration
+	// Every is the time between checks.
+	Every time.Duration
+	// Bound is the longest a re-creation may take before the Guard gives up.
+	Bound time.Duration
+
+	topic  string
+	log    *slog.Logger
+	ask    func(context.Context) (View, error) // the cluster's view
+	client atomic.Pointer[View]                // the client's view, from its latest statistics
+	failed atomic.Pointer[error]
+	gaveUp chan struct{}
+}
+
+// New returns a guard for a consumer of topic in group. ask gets the
+// cluster's view from a client that was not part of the stall.
+func New(topic string, log *slog.Logger, ask func(context.Context) (View, error)) *Guard {
+	return &Guard{After: 30 * time.Second, Every: 5 * time.Second, Bound: 15 * time.Second, topic: topic, log: log, ask: ask,
+		gaveUp: make(chan struct{})}
+}
+
+// statistics is the part of librdkafka's statistics (STATISTICS.md) that
+// holds the client's view.
+type statistics struct {
+	Cgrp struct {
+		State string `json:"state"` // up: the coordinator is known and reached
+	} `json:"cgrp"`
+	Topics map[string]struct {
+		Partitions map[string]struct {
+			Partition int32 `json:"partition"` // -1: the client's "unassigned" entry
+			Leader    int32 `json:"leader"`
+			Desired   bool  `json:"desired"` // assigned to this consumer
+		} `json:"partitions"`
+	} `json:"topics"`
+}
+
+// Observe takes the client's view from a statistics event's JSON.
+func (g *Guard) Observe(js string) {
+	var s statistics
+	if json.Unmarshal([]byte(js), &s) != nil {
+		return // the statistics' own reader says so
+	}
+	v := View{Leaders: map[int32]int32{}, Coordinator: -1}
+	switch s.Cgrp.State {
+	case "up", "", "init", "term": // reached, or not subscribed (yet, or any more): nothing to hold
+		v.Coordinator = 0
+	}
+	for _, p := range s.Topics[g.topic].Partitions {
+		if p.Desired && p.Partition >= 0 {
+			v.Leaders[p.Partition] = p.Leader
+		}
+	}
+	g.client.Store(&v)
+}
+
+// Healthy returns why the guard gave up, if it did: a re-creation failed or
+// did not end within Bound.
+func (g *Guard) Healthy() error {
+	if err := g.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// Failed is closed when the guard gives up: the client may hang in whatever
+// it does, so the process must end.
+func (g *Guard) Failed() <-chan struct{} { return g.gaveUp }
+
+// Run checks every Every until ctx ends. Once the stall lasted After it
+// calls recreate, which must replace the client; it returns the error of a
+// re-creation that failed or outlasted Bound, and then the client is
+// beyond help.
+func (g *Guard) Run(ctx context.Context, recreate func(context.Context) error) error {
+	tick := time.NewTicker(g.Every)
+	defer tick.Stop()
+	var since time.Time // the first check that saw the stall
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		stall := g.check(ctx)
+		if stall == "" {
+			since = time.Time{}
+			continue
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		if time.Since(since) < g.After {
+			continue
+		}
+		g.log.Warn("Leader stall (librdkafka#5430): re-creating the Kafka client", "topic", g.topic, "stall", stall,
+			"for", time.Since(since).Round(time.Second))
+		if err := g.recreate(ctx, recreate); err != nil {
+			g.log.Error("The Kafka client could not be re-created: stopping", "err", err)
+			g.failed.Store(&err)
+			close(g.gaveUp)
+			return err
+		}
+		since = time.Time{}
+		g.client.Store(nil) // the new client's statistics tell from now on
+	}
+}
+
+// check describes the stall, or returns "": the client holds no leader for
+// an assigned partition, or no coordinator, and the cluster answered that
+// it has them. The cluster is asked only when the client's view is short.
+func (g *Guard) check(ctx context.Context) string {
+	c := g.client.Load()
+	if c == nil || (c.Coordinator >= 0 && !slices.ContainsFunc(slices.Collect(maps.Values(c.Leaders)), func(l int32) bool { return l < 0 })) {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.Every)
+	defer cancel()
+	cluster, err := g.ask(ctx)
+	if err != nil {
+		return "" // the cluster does not answer either: an outage, which the client rides out
+	}
+	return stalled(*c, cluster)
+}
+
+// stalled describes where the client holds none of what the cluster has.
+func stalled(client, cluster View) string {
+	var s []string
+	for _, p := range slices.Sorted(maps.Keys(client.Leaders)) {
+		if l, ok := cluster.Leaders[p]; client.Leaders[p] < 0 && ok && l >= 0 {
+			s = append(s, fmt.Sprintf("partition %d: the client holds no leader, the cluster's is broker %d", p, l))
+		}
+	}
+	if client.Coordinator < 0 && cluster.Coordinator >= 0 {
+		s = append(s, "the client holds no group coordinator, the cluster's answers")
+	}
+	return strings.Join(s, "; ")
+}
+
+// recreate runs f within Bound.
+func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, g.Bound)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("re-create the Kafka client after a leader stall: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("re-creating the Kafka client after a leader stall took longer than %s", g.Bound)
+	}
+}
+
+// Ask returns a function that gets the cluster's view of topic and group
+// from a client of its own, made from cm for each question: the stalled
+// client may reach no broker although they are up, and a long-lived client
+// would carry a broker fault of its own from one question to the next.
+func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, error) {
+	return func(ctx context.Context) (View, error) {
+		own := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
+		maps.Copy(own, cm)
+		a, err := kafka.NewAdminClient(&own)
+		if err != nil {
+			return View{}, err
+		}
+		defer a.Close()
+		timeout := 5000
+		if d, ok := ctx.Deadline(); ok {
+			timeout = max(int(time.Until(d).Milliseconds()), 1)
+		}
+		md, err := a.GetMetadata(&topic, false, timeout)
+		if err != nil {
+			return View{}, err
+		}
+		v := View{Leaders: map[int32]int32{}, Coordinator: -1}
+		for _, p := range md.Topics[topic].Partitions {
+			v.Leaders[p.ID] = p.Leader
+		}
+		// Only the group's coordinator answers for its committed offsets.
+		if _, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}}); err == nil {
+			v.Coordinator = 0
+		}
+		return v, nil
+	}
+}
