@@ -60,9 +60,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	}
 	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
 	props := kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
-	if cfg.HTTPAddr != "" {
-		props["statistics.interval.ms"] = 5000 // readiness and the client's metrics come from them
-	}
 	for k, v := range cfg.Kafka {
 		props[k] = v
 	}
@@ -115,7 +112,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	var watching sync.WaitGroup
 	defer watching.Wait()
 	defer close(done)
-	w := stopWatch{signals: signals, limit: shutdownLimit, exit: exit, log: log, counts: s.Counts}
+	w := stopWatch{signals: signals, failed: s.Failed(), limit: shutdownLimit, exit: exit, log: log, counts: s.Counts}
 	watching.Go(func() { w.watch(done, stop) })
 
 	setupCtx, cancel := context.WithTimeout(ctx, startupTimeout)
@@ -180,20 +177,23 @@ func startupError(err error, servers, topic string) error {
 // stopWatch turns stop signals into the program's shutdown.
 type stopWatch struct {
 	signals <-chan os.Signal
-	limit   time.Duration // the longest shutdown after the first signal
+	failed  <-chan struct{} // closed by a fatal error, which ends the run as a signal does
+	limit   time.Duration   // the longest shutdown after the first signal
 	exit    func(code int)
 	log     *slog.Logger
 	counts  func() sender.Result // the events at stake, for the last line
 }
 
-// watch calls stop on the first signal. Then, unless done is closed first,
-// a second signal exits with 128+its number and a shutdown over limit with
-// 1, each after a line with the counts (unconfirmed: accepted, no report).
+// watch calls stop on the first signal, or waits as after one when a fatal
+// error ends the run. Then, unless done is closed first, a second signal
+// exits with 128+its number and a shutdown over limit with 1, each after a
+// line with the counts (unconfirmed: accepted, no report).
 func (w stopWatch) watch(done <-chan struct{}, stop func()) {
 	select {
 	case <-done:
 		return
 	case <-w.signals:
+	case <-w.failed:
 	}
 	stop()
 	limit := time.NewTimer(w.limit)

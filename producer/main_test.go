@@ -137,6 +137,7 @@ func TestStopWatch(t *testing.T) {
 		name     string
 		signals  []os.Signal
 		finishes bool // the shutdown ends as soon as it starts
+		failed   bool // a fatal error (the leader-stall guard gave up) ends the run instead of a signal
 		stopped  bool
 		exit     int // -1: no exit
 		line     string
@@ -149,6 +150,9 @@ func TestStopWatch(t *testing.T) {
 			line: "ERROR Second stop signal: exiting now " + abandoned + " signal=terminated\n"},
 		{name: "shutdown over the limit", signals: []os.Signal{syscall.SIGINT}, stopped: true, exit: 1,
 			line: "ERROR Shutdown took longer than 50ms: exiting now " + abandoned + "\n"},
+		{name: "fatal error, prompt shutdown", failed: true, finishes: true, stopped: true, exit: -1},
+		{name: "fatal error, shutdown hangs", failed: true, stopped: true, exit: 1,
+			line: "ERROR Shutdown took longer than 50ms: exiting now " + abandoned + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,8 +160,10 @@ func TestStopWatch(t *testing.T) {
 			for _, s := range tt.signals {
 				signals <- s
 			}
-			done := make(chan struct{})
-			if tt.signals == nil {
+			done, failed := make(chan struct{}), make(chan struct{})
+			if tt.failed {
+				close(failed)
+			} else if tt.signals == nil {
 				close(done) // the run ended by itself
 			}
 			stopped, exit := false, -1
@@ -168,7 +174,7 @@ func TestStopWatch(t *testing.T) {
 				}
 			}
 			var out strings.Builder
-			w := stopWatch{signals: signals, limit: 50 * time.Millisecond, exit: func(code int) { exit = code },
+			w := stopWatch{signals: signals, failed: failed, limit: 50 * time.Millisecond, exit: func(code int) { exit = code },
 				log: newLogger(&out, "text", slog.LevelInfo), counts: counts}
 			returned := make(chan struct{})
 			go func() {

@@ -27,7 +27,7 @@ func statsWith(t *testing.T, leader, groupState string) string {
 	s := string(b)
 	for old, new := range map[string]string{
 		`"partition":0, "broker":1, "leader":1,`: `"partition":0, "broker":1, "leader":` + leader + `,`,
-		`"cgrp": { "state": "up",`:                `"cgrp": { "state": "` + groupState + `",`,
+		`"cgrp": { "state": "up",`:               `"cgrp": { "state": "` + groupState + `",`,
 	} {
 		if !strings.Contains(s, old) {
 			t.Fatalf("the recorded statistics lack %q", old)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/event-driven-go/kafka-go/producer/internal/event"
+	"github.com/event-driven-go/kafka-go/producer/internal/leaderstall"
 )
 
 // FlushTimeout bounds the wait for outstanding deliveries after a stop.
@@ -40,7 +42,6 @@ type Options struct {
 	KeyBySource             bool          // key events by Source (one partition, in order); else spread them
 	Partitions, Replication int           // of a topic EnsureTopic creates, and copies of each; 0: the cluster's default
 	LogEvents               bool          // log "Sending: ..." for each event
-	StallAfter              time.Duration // 0 means DefaultStallAfter
 	Tracer                  trace.Tracer  // starts a publish span per event; nil: no trace context
 	Kafka                   kafka.ConfigMap
 }
@@ -49,7 +50,7 @@ type Options struct {
 type Result struct {
 	Attempted, Delivered int64 // accepted by the client; acknowledged by the broker
 	Failed, Unknown      int64 // surely not written; maybe written (timed out or purged in flight)
-	Recovered            int64 // times the client was re-created after a leader stall
+	Recovered            int64 // times the client was re-created after a leader stall (librdkafka#5430)
 	Elapsed              time.Duration
 }
 
@@ -61,7 +62,7 @@ func (r Result) Rate() float64 {
 	return float64(r.Delivered) / r.Elapsed.Seconds()
 }
 
-// Sender owns a Kafka producer, re-created after a leader stall.
+// Sender owns a Kafka producer, re-created after a leader stall (see package leaderstall).
 type Sender struct {
 	log      *slog.Logger
 	opts     Options
@@ -70,8 +71,9 @@ type Sender struct {
 	tracer   trace.Tracer
 	stats    *clientStats
 	delivery prometheus.Histogram
-	fatal    context.Context // cancelled with the first fatal client error
+	fatal    context.Context // cancelled with the first fatal client error, or when the leader-stall guard gives up
 	setFatal context.CancelCauseFunc
+	guard    *leaderstall.Guard
 
 	attempted, delivered, failed, unknown, recovered atomic.Int64
 
@@ -85,14 +87,13 @@ type Sender struct {
 	qmu sync.Mutex
 	// pending are the events sent and not yet reported, by the id each
 	// report names in Opaque: after retries, reports may come out of order.
-	pending  map[uint64]pending
-	retiring bool // a stall recovery purges the client: its events go again
+	pending map[uint64]pending
 }
 
 type pending struct {
 	ev           event.Event
 	span         trace.Span // publish, ended by the delivery report
-	maybeWritten bool       // purged in flight once, then sent again
+	maybeWritten bool       // held by a replaced client, then sent again
 }
 
 // client is one Kafka producer and the goroutines that drain it.
@@ -100,6 +101,7 @@ type client struct {
 	p       *kafka.Producer
 	drained sync.WaitGroup
 	hasID   chan struct{} // closed once the idempotent producer has its id
+	retired atomic.Bool   // replaced: its events went again on the new client
 }
 
 // New creates the producer. Errors here come from the client configuration.
@@ -117,7 +119,10 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	// librdkafka says when the idempotent producer got its id only in its "eos" debug logs.
 	debug, _ := cm["debug"].(string)
 	cm["debug"] = strings.TrimPrefix(debug+",eos", ",")
-	opts.StallAfter = cmp.Or(opts.StallAfter, DefaultStallAfter)
+	// Readiness, the client's metrics and the leader-stall guard read the client's statistics.
+	if _, set := cm["statistics.interval.ms"]; !set {
+		cm["statistics.interval.ms"] = 5000
+	}
 	every, _ := strconv.Atoi(fmt.Sprint(cm["statistics.interval.ms"]))
 	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), pending: map[uint64]pending{},
 		stats: newClientStats(time.Duration(every) * time.Millisecond), tracer: cmp.Or(opts.Tracer, trace.Tracer(noop.Tracer{})),
@@ -127,6 +132,14 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 		s.key = []byte(opts.Source)
 	}
 	s.fatal, s.setFatal = context.WithCancelCause(context.Background())
+	s.guard = leaderstall.New(opts.Topic, log, leaderstall.Ask(opts.Kafka, opts.Topic))
+	// A slow but healthy broker answers within request.timeout.ms: no stall is seen before.
+	if ms, err := strconv.Atoi(fmt.Sprint(cm["request.timeout.ms"])); err == nil {
+		s.guard.After = max(s.guard.After, time.Duration(ms)*time.Millisecond)
+	}
+	if every <= 0 {
+		log.Warn("The leader-stall guard is off: it reads the client's statistics, and statistics.interval.ms is 0")
+	}
 	var err error
 	s.c, err = s.newClient()
 	return s, err
@@ -137,7 +150,7 @@ func (s *Sender) newClient() (*client, error) {
 		return nil, fmt.Errorf("create producer: %w", err)
 	}
 	c := &client{p: p, hasID: make(chan struct{})}
-	c.drained.Go(func() { s.reports(p) })
+	c.drained.Go(func() { s.reports(c) })
 	c.drained.Go(func() {
 		gotID := sync.OnceFunc(func() { close(c.hasID) })
 		for l := range p.Logs() { // errors as warnings: the client recovers from them
@@ -165,10 +178,14 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 	defer cancel()
 	context.AfterFunc(s.fatal, cancel) // a fatal client error stops the run as a stop signal does
 	var watching sync.WaitGroup
-	watching.Go(func() { s.watchStall(ctx) })
+	watching.Go(func() {
+		if err := s.guard.Run(ctx, s.replaceClient); err != nil {
+			s.setFatal(err)
+		}
+	})
 	first, err := s.produce(ctx)
 	s.finish(ctx)
-	cancel() // ends the stall watch
+	cancel() // ends the guard
 	watching.Wait()
 	s.Close()
 	for _, in := range s.pending { // no report came: their spans end here
@@ -281,6 +298,11 @@ func (s *Sender) send(ctx context.Context, in pending) error {
 func (s *Sender) produceLocked(p *kafka.Producer, in pending) error {
 	s.qmu.Lock()
 	defer s.qmu.Unlock()
+	return s.producePending(p, in)
+}
+
+// producePending sends an event and queues it in pending; qmu is held.
+func (s *Sender) producePending(p *kafka.Producer, in pending) error {
 	headers := headerCarrier(in.ev.Headers())
 	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), in.span), &headers)
 	// librdkafka hashes the key to pick the partition: one source's events share one, in order; unkeyed ones spread.
@@ -301,12 +323,14 @@ func (h *headerCarrier) Set(key, value string) {
 func (h *headerCarrier) Get(string) string { return "" }
 func (h *headerCarrier) Keys() []string    { return nil }
 
-// reports drains p's events: a delivery report per accepted event, client errors and statistics.
-func (s *Sender) reports(p *kafka.Producer) {
+// reports drains c's events: a delivery report per accepted event, client errors and statistics.
+func (s *Sender) reports(c *client) {
+	p := c.p
 	for e := range p.Events() {
 		switch e := e.(type) {
 		case *kafka.Message:
-			s.report(e.Opaque.(uint64), e.TopicPartition)
+			id, _ := e.Opaque.(uint64) // 0, no event's id: a message this sender did not send
+			s.report(c, id, e.TopicPartition)
 			// Wake a waiting sender only once the queue has room for many events.
 			if f := s.full.Load(); f > 0 && int64(p.Len()) <= f/2 {
 				select {
@@ -318,6 +342,9 @@ func (s *Sender) reports(p *kafka.Producer) {
 			if err := s.stats.update(e.String(), time.Now()); err != nil {
 				s.log.Warn("Statistics not understood", "err", err)
 			}
+			if !c.retired.Load() {
+				s.guard.Observe(e.String())
+			}
 		case kafka.Error:
 			if e.IsFatal() {
 				s.setFatal(fmt.Errorf("fatal producer error: %w", e))
@@ -328,16 +355,15 @@ func (s *Sender) reports(p *kafka.Producer) {
 	}
 }
 
-// report accounts for the event of one delivery report.
-func (s *Sender) report(id uint64, tp kafka.TopicPartition) {
-	code := code(tp.Error)
+// report accounts for the event of one delivery report from c. The first
+// report of an event settles it. A replaced client's events went again on
+// the new one: only its deliveries count, the rest is left to the new one.
+func (s *Sender) report(c *client, id uint64, tp kafka.TopicPartition) {
 	s.qmu.Lock()
-	in := s.pending[id]
-	if s.retiring && (code == kafka.ErrPurgeQueue || code == kafka.ErrPurgeInflight) { // it goes again; purged in flight, maybe written
-		in.maybeWritten = in.maybeWritten || code == kafka.ErrPurgeInflight
-		s.pending[id] = in
+	in, ok := s.pending[id]
+	if !ok || (tp.Error != nil && c.retired.Load()) {
 		s.qmu.Unlock()
-		return
+		return // settled already (written twice, if both clients wrote it), or left to the new client
 	}
 	delete(s.pending, id)
 	s.qmu.Unlock()
@@ -397,6 +423,10 @@ func (s *Sender) Metrics() []prometheus.Collector {
 // Healthy returns the fatal client error, if any: then only a restart helps.
 func (s *Sender) Healthy() error { return context.Cause(s.fatal) }
 
+// Failed is closed with the first fatal error: the run ends by itself, and
+// the process must end too, should the client hang.
+func (s *Sender) Failed() <-chan struct{} { return s.fatal.Done() }
+
 // Ready returns why the sender cannot deliver events now, or nil.
 func (s *Sender) Ready() error {
 	if err := s.Healthy(); err != nil {
@@ -439,4 +469,47 @@ func (s *Sender) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.c.close()
+}
+
+// replaceClient replaces the client with a new one, for the leader-stall
+// guard, and sends again, in their order, the events the old one still held;
+// then it closes the old one. A send waits only while the client is swapped.
+func (s *Sender) replaceClient(ctx context.Context) error {
+	fresh, err := s.newClient()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.c
+	old.retired.Store(true) // before the events are read: a failure it reports after is left to the new client
+	s.qmu.Lock()
+	held := slices.Sorted(maps.Keys(s.pending)) // in the order they were first sent
+	s.qmu.Unlock()
+	s.c = fresh
+	for _, id := range held {
+		s.qmu.Lock()
+		in, still := s.pending[id] // the old client's delivery may have settled it meanwhile
+		var err error
+		if still {
+			in.maybeWritten = true // the old client may have written it
+			if err = s.producePending(fresh.p, in); err != nil {
+				delete(s.pending, id)
+			}
+		}
+		s.qmu.Unlock()
+		if err != nil {
+			s.settle(in, kafka.TopicPartition{Error: err})
+		}
+	}
+	s.mu.Unlock()
+	s.recovered.Add(1)
+	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+	closed := make(chan struct{})
+	go func() { old.close(); close(closed) }()
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close the stalled client: %w", ctx.Err())
+	}
 }

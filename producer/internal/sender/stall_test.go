@@ -1,27 +1,55 @@
 package sender
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/event-driven-go/kafka-go/producer/internal/leaderstall"
 )
 
-// The mock cluster keeps a partition's leader on a broker that is down, so
-// a fresh metadata request names a leader the client cannot reach: the
-// view of a client stuck in a leader stall.
+// guarded gives s a leader-stall guard that asks ask instead of the
+// cluster, with the times of a test, and tells it that the client holds no
+// leader for partition 0 while events wait: the view of a client stuck in
+// librdkafka#5430. The client's own statistics must be off.
+func guarded(t *testing.T, s *Sender, ask func(context.Context) (map[int32]int32, error)) *leaderstall.Guard {
+	t.Helper()
+	g := leaderstall.New(s.opts.Topic, s.log, ask)
+	g.After, g.Every = time.Second, 100*time.Millisecond
+	b, err := os.ReadFile("testdata/stats-up.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `"partition":0, "broker":1, "leader":1, "desired":false, "unknown":false, "msgq_cnt":0,`
+	if !bytes.Contains(b, []byte(old)) {
+		t.Fatalf("the recorded statistics lack %q", old)
+	}
+	g.Observe(strings.Replace(string(b), old, `"partition":0, "broker":1, "leader":-1, "desired":false, "unknown":false, "msgq_cnt":5,`, 1))
+	s.guard = g
+	return g
+}
+
+// While the leader is away, the guard takes the client for stalled (the
+// cluster names a leader it does not hold): the new client sends again what
+// the old one held, and once the leader is back every event is delivered,
+// counted once, and in the topic.
 func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 	mc := mockCluster(t, 3)
 	var out syncBuffer
 	const n = 400
 	goroutines := runtime.NumGoroutine()
-	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: n, StallAfter: 2 * time.Second, Source: quietSource},
-		&out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500})
+	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: n, Source: quietSource},
+		&out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500, "statistics.interval.ms": 600_000})
 	leader := leaderOf(t, s)
+	guarded(t, s, func(context.Context) (map[int32]int32, error) { return map[int32]int32{0: int32(leader)}, nil })
 
 	ran := runInBackground(context.Background(), s)
 	waitDelivered(s)
@@ -30,13 +58,11 @@ func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 	}
 	for deadline := time.Now().Add(10 * time.Second); s.Counts().Recovered == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no recovery within 10s of the leader's outage:\n%s", out.String())
+			t.Fatalf("no recovery within 10s:\n%s", out.String())
 		}
 	}
-	// The new client reports nothing either while the leader is away: it
-	// is not re-created again, which would start the events'
-	// message.timeout.ms over and hold them for as long as the outage.
-	time.Sleep(3 * 2 * time.Second)
+	// Events queue in the new client too while the leader is away.
+	time.Sleep(time.Second)
 	if err := mc.SetBrokerUp(leader); err != nil {
 		t.Fatal(err)
 	}
@@ -53,12 +79,10 @@ func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 			t.Fatalf("%d goroutines after the run, %d before: the old client's were left behind", runtime.NumGoroutine(), goroutines)
 		}
 	}
-	want := `level=WARN msg="Leader stall: re-creating the Kafka client" topic=timestamp client="no delivery report for `
-	if got := strings.Count(out.String(), want); int64(got) != r.res.Recovered {
-		t.Errorf("%d lines %q for %d recoveries:\n%s", got, want, r.res.Recovered, out.String())
-	}
-	if !strings.Contains(out.String(), "broker=\"partition 0 led by broker "+strconv.Itoa(leader)+"\"") {
-		t.Errorf("the warning does not name the leader the cluster reported:\n%s", out.String())
+	want := `level=WARN msg="Leader stall (librdkafka#5430): re-creating the Kafka client" topic=timestamp ` +
+		`stall="partition 0: the client holds no leader, the cluster's is broker ` + strconv.Itoa(leader) + `"`
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("no line %q:\n%s", want, out.String())
 	}
 	seqs := readSequences(t, mc.BootstrapServers(), "timestamp", n, 20*time.Second)
 	for seq := 1; seq <= n; seq++ {
@@ -68,12 +92,74 @@ func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 	}
 }
 
+// The guard's checks take no lock a send needs: while one waits for the
+// cluster's answer, events go on being sent and delivered.
+func TestSender_aCheckDoesNotHoldUpSends(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	s := newSender(t, mc, Options{Interval: 5 * time.Millisecond, Source: quietSource}, &out,
+		kafka.ConfigMap{"statistics.interval.ms": 600_000})
+	asked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	g := guarded(t, s, func(ctx context.Context) (map[int32]int32, error) {
+		once.Do(func() { close(asked) })
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, ctx.Err()
+	})
+	g.Every = 3 * time.Second // the check waits that long for its answer
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := runInBackground(ctx, s)
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guard never asked the cluster")
+	}
+	before := s.Counts().Delivered
+	time.Sleep(time.Second)
+	during := s.Counts().Delivered - before
+	close(release)
+	cancel()
+	if r := <-ran; r.err != nil {
+		t.Fatalf("Run: %v", r.err)
+	}
+	if during < 50 {
+		t.Errorf("%d events delivered in the second the check waited, want about 200", during)
+	}
+}
+
+// A re-creation that outlasts its bound makes the sender unhealthy at once
+// and ends its run with the error.
+func TestSender_aRecreationOverItsBoundFailsTheRun(t *testing.T) {
+	mc := mockCluster(t, 1)
+	var out syncBuffer
+	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Source: quietSource}, &out,
+		kafka.ConfigMap{"statistics.interval.ms": 600_000})
+	g := guarded(t, s, func(context.Context) (map[int32]int32, error) { return map[int32]int32{0: 1}, nil })
+	g.Bound = time.Nanosecond // no client closes that fast
+	ran := runInBackground(context.Background(), s)
+	select {
+	case <-s.Failed():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the guard did not give up:\n%s", out.String())
+	}
+	if s.Healthy() == nil {
+		t.Error("healthy once the guard gave up")
+	}
+	if r := <-ran; r.err == nil || !strings.Contains(r.err.Error(), "took longer than") {
+		t.Errorf("Run = %v, want the guard's error", r.err)
+	}
+}
+
 func TestSender_outageIsNoLeaderStall(t *testing.T) {
 	mc := mockCluster(t, 1)
 	var out syncBuffer
 	const n = 300
-	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: n, StallAfter: 2 * time.Second, Source: quietSource},
-		&out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500})
+	s := newSender(t, mc, Options{Interval: 10 * time.Millisecond, Count: n, Source: quietSource},
+		&out, kafka.ConfigMap{"reconnect.backoff.max.ms": 500, "statistics.interval.ms": 100})
+	s.guard.After, s.guard.Every = 2*time.Second, 100*time.Millisecond
 	ran := runInBackground(context.Background(), s)
 	waitDelivered(s)
 	if err := mc.SetBrokerDown(1); err != nil {
@@ -96,8 +182,9 @@ func TestSender_busyClientIsNoLeaderStall(t *testing.T) {
 	mc := mockCluster(t, 1)
 	var out syncBuffer
 	const n = 3000
-	s := newSender(t, mc, Options{Interval: time.Millisecond, Count: n, StallAfter: time.Second, Source: quietSource},
-		&out, kafka.ConfigMap{"linger.ms": 100})
+	s := newSender(t, mc, Options{Interval: time.Millisecond, Count: n, Source: quietSource},
+		&out, kafka.ConfigMap{"linger.ms": 100, "statistics.interval.ms": 100})
+	s.guard.After, s.guard.Every = time.Second, 100*time.Millisecond
 	res, err := s.Run(context.Background())
 	if err != nil || res.Delivered != n || res.Recovered != 0 {
 		t.Fatalf("result %+v, error %v: want all %d delivered, no recovery\n%s", res, err, n, out.String())
