@@ -228,9 +228,9 @@ func checkProducer(f *figures, run int, lines []logLine, sent map[string]string,
 			unconfirmed++
 		case l.is(msgProducerStop):
 			stop = &lines[i]
-		case l.is(msgLeaderStall) && l.Outstanding != nil:
-			// Events in flight are sent again by the new client.
-			f.DupLogBound += int(*l.Outstanding)
+		case l.is(msgLeaderStall) && l.Resent != nil:
+			// The events the old client held are sent again by the new one: it may have written them.
+			f.DupLogBound += int(*l.Resent)
 		}
 	}
 	for _, l := range lines {

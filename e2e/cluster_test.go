@@ -25,7 +25,6 @@ type cluster struct {
 	compose   []string
 	env       []string
 	bootstrap string
-	admin     *kafka.AdminClient
 }
 
 // startCluster starts the cluster and waits until its three brokers serve;
@@ -53,6 +52,7 @@ func startCluster(t *testing.T, pool *dockertest.Pool) *cluster {
 			for n := int32(1); n <= 3; n++ {
 				logs := containerLogs(pool, c.container(t, n), 0)
 				t.Logf("kafka-%d, its group coordinator's lines:\n%s\nits last log lines:\n%s", n, linesWith(logs, "[GroupId ", 300), lastLines(logs, 40))
+				keep(t, fmt.Sprintf("kafka-%d.log", n), logs)
 			}
 		}
 		if out, err := c.run(2*time.Minute, "down", "--volumes", "--remove-orphans"); err != nil {
@@ -63,9 +63,8 @@ func startCluster(t *testing.T, pool *dockertest.Pool) *cluster {
 	if out, err := c.run(5*time.Minute, "up", "--detach", "kafka-1", "kafka-2", "kafka-3"); err != nil {
 		t.Fatalf("cluster up: %v\n%s%s", err, out, imageHint(pool, suite.settings.kafkaImage))
 	}
-	c.admin = newAdmin(t, c.bootstrap)
 	waitUntil(t, 2*time.Minute, "three brokers serving", func() error {
-		md, err := c.admin.GetMetadata(nil, true, 5000)
+		md, err := c.metadata(nil)
 		if err == nil && len(md.Brokers) != 3 {
 			err = fmt.Errorf("%d brokers", len(md.Brokers))
 		}
@@ -116,9 +115,18 @@ func (c *cluster) start(t *testing.T, n int32) {
 	}
 }
 
+// metadata asks the cluster for topic's metadata (nil: of every topic).
+func (c *cluster) metadata(topic *string) (md *kafka.Metadata, err error) {
+	err = withAdmin(c.bootstrap, func(a *kafka.AdminClient) error {
+		md, err = a.GetMetadata(topic, topic == nil, 5000)
+		return err
+	})
+	return md, err
+}
+
 // topic describes topic: each partition's leader and number of replicas.
 func (c *cluster) topic(topic string) (leaders map[int32]int32, replicas map[int32]int, err error) {
-	md, err := c.admin.GetMetadata(&topic, false, 5000)
+	md, err := c.metadata(&topic)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -139,7 +147,7 @@ func (c *cluster) topic(topic string) (leaders map[int32]int32, replicas map[int
 func (c *cluster) waitInSync(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	waitUntil(t, timeout, "every replica in sync", func() error {
-		md, err := c.admin.GetMetadata(nil, true, 5000)
+		md, err := c.metadata(nil)
 		if err != nil {
 			return err
 		}
@@ -297,7 +305,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 			return w
 		}
 
-		up := beforeFault(t, c.admin, group, topic)
+		up := beforeFault(t, c.bootstrap, group, topic)
 		runs = append(runs, startService(t, consumerBin, "consumer#2", args...), startService(t, consumerBin, "consumer#3", args...))
 		windows = append(windows, settle(up, runs[1:]))
 		for _, s := range runs {
@@ -307,7 +315,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 			})
 		}
 		time.Sleep(5 * time.Second)
-		down := beforeFault(t, c.admin, group, topic)
+		down := beforeFault(t, c.bootstrap, group, topic)
 		for _, s := range runs[1:] {
 			s.signal(syscall.SIGTERM)
 			if code := s.wait(15 * time.Second); code != 0 {

@@ -65,6 +65,7 @@ func TestMain(m *testing.M) { os.Exit(runSuite(m)) }
 func runSuite(m *testing.M) int {
 	flag.Parse()
 	suite.start = time.Now()
+	allowCoreDumps()
 	pool, err := dockertest.NewPool("")
 	if err == nil {
 		err = pool.Client.Ping()
@@ -97,8 +98,16 @@ func runSuite(m *testing.M) int {
 
 	code := m.Run()
 	if code != 0 && suite.kafka != nil && suite.kafka.res != nil {
+		logs := suite.kafka.logs(0)
 		fmt.Printf("=== logs of the shared Kafka broker %s (last 500 lines)\n%s=== end of Kafka logs\n",
-			suite.kafka.name, suite.kafka.logs(500))
+			suite.kafka.name, lastLines(logs, 500))
+		if err := os.MkdirAll(diagnosticsDir, 0o755); err == nil {
+			_ = os.WriteFile(filepath.Join(diagnosticsDir, "shared-kafka.log"), []byte(logs), 0o644)
+		}
+	}
+	if suite.binDir != "" && keepCores(suite.binDir, suite.producer, suite.consumer) > 0 && code == 0 {
+		fmt.Println("e2e: FAIL: a service dumped core")
+		code = 1
 	}
 	return code
 }

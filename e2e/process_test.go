@@ -41,8 +41,8 @@ type logLine struct {
 	DeadLettered *int64 `json:"dead_lettered"`
 	// Either stopped: how often the service re-created its Kafka client.
 	Recovered *int64 `json:"recovered"`
-	// Leader stall of the producer: events its old client still held.
-	Outstanding *int64 `json:"outstanding"`
+	// Leader stall of the producer: events its old client held, sent again by the new one.
+	Resent *int64 `json:"resent"`
 	// Sending: and Received: with --log-format json: the event's trace.
 	TraceID string `json:"trace_id"`
 	// The HTTP endpoint's line: where it listens.
@@ -103,6 +103,7 @@ func startSlowlyRead(t *testing.T, perLine time.Duration, bin, name string, args
 	t.Helper()
 	s := &service{t: t, name: name, exited: make(chan struct{})}
 	s.cmd = exec.Command(bin, append([]string{"--log-format", "json"}, args...)...)
+	s.cmd.Dir = suite.binDir // where a crash leaves its core dump, kept at the end of the run
 	s.cmd.Stdout = &lineWriter{line: func(b []byte) {
 		time.Sleep(perLine)
 		s.stdoutLine(b)
@@ -122,6 +123,10 @@ func startSlowlyRead(t *testing.T, perLine time.Duration, bin, name string, args
 		}
 		if t.Failed() {
 			s.dump(40)
+			s.mu.Lock()
+			out := strings.Join(s.output, "\n") + "\n"
+			s.mu.Unlock()
+			keep(t, strings.ReplaceAll(s.name, "#", "-")+".log", out)
 		}
 	})
 	return s

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	dc "github.com/ory/dockertest/v3/docker"
 )
 
@@ -144,9 +143,9 @@ func handledOffsetsBefore(s *service, t time.Time) map[int32]int64 {
 }
 
 // beforeFault records the group's committed offsets as a fault begins.
-func beforeFault(t *testing.T, admin *kafka.AdminClient, group, topic string) fault {
+func beforeFault(t *testing.T, bootstrap, group, topic string) fault {
 	t.Helper()
-	committed, err := committedOffsets(admin, group, topic)
+	committed, err := committedOffsets(bootstrap, group, topic)
 	if err != nil {
 		t.Fatalf("committed offsets of %s before a fault: %v", group, err)
 	}
@@ -188,7 +187,9 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 	b, err := startBroker(pool, suite.settings.kafkaImage, name(t, "kafka"), false)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("last log lines of %s:\n%s", b.name, b.logs(300))
+			logs := b.logs(0)
+			t.Logf("last log lines of %s:\n%s", b.name, lastLines(logs, 300))
+			keep(t, "kafka.log", logs)
 		}
 		if err := b.purge(); err != nil {
 			t.Errorf("purge %s: %v", b.name, err)
@@ -206,7 +207,6 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 		"-X", fmt.Sprintf("auto.commit.interval.ms=%d", commitInterval.Milliseconds()),
 		"-X", leaderDebug, "--log-level", "debug")...) // the client library's lines come at debug level
 	p := startService(t, producerBin, "producer", producerArgs(b.bootstrap, topic, "--interval", "1ms", "-X", leaderDebug)...)
-	admin := newAdmin(t, b.bootstrap)
 	started := time.Now()
 	c.waitCount(msgReceived, 1000, time.Minute)
 
@@ -222,7 +222,7 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 	var downtimes []string
 	var windows []fault
 	for i, fault := range faults {
-		w := beforeFault(t, admin, group, topic)
+		w := beforeFault(t, b.bootstrap, group, topic)
 		took, err := b.restart(fault.sig)
 		if err != nil {
 			t.Fatalf("fault %d (%s): %v", i+1, fault.what, err)
@@ -232,14 +232,15 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 		// Both clients resume. A client that never does is the failure this
 		// scenario exists to catch: say so with what the clients logged.
 		before, acked := lastOffset(c), p.count(msgDelivered)
-		waitResumed(t, fmt.Sprintf("fault %d (%s)", i+1, fault.what), time.Minute, b.bootstrap, topic,
+		// 90 s: the services' leader-stall guards act after 30 s of a stall, plus their checks and a new client.
+		waitResumed(t, fmt.Sprintf("fault %d (%s)", i+1, fault.what), 90*time.Second, b.bootstrap, topic,
 			progress{p, func() bool { return p.count(msgDelivered) > acked }},
 			progress{c, func() bool { return lastOffset(c) > before }})
 		// The consumer commits again: a commit past an event it handled
 		// after the broker came back is one made after the fault.
 		handled := lastOffset(c)
 		c.waitFor(fmt.Sprintf("a commit past offset %d after fault %d", handled, i+1), time.Minute, func() bool {
-			off, err := committedOffsets(admin, group, topic)
+			off, err := committedOffsets(b.bootstrap, group, topic)
 			return err == nil && off[0] > handled
 		})
 		// The consumer's position can go back only when it is given its
@@ -308,7 +309,6 @@ func TestConsumer_killedLosesNothing(t *testing.T) {
 		"--group-protocol", "classic", "-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000")
 
 	p := startService(t, producerBin, "producer", producerArgs(k.bootstrap, topic, "--interval", "2ms")...)
-	admin := newAdmin(t, k.bootstrap)
 	runs := []*service{startService(t, consumerBin, "consumer#1", args...)}
 	var windows []fault
 	for i := range kills {
@@ -319,7 +319,7 @@ func TestConsumer_killedLosesNothing(t *testing.T) {
 			first, ok := cur.first(msgReceived)
 			return ok && time.Since(first.Time) > 4*commitInterval && cur.count(msgReceived) >= 500
 		})
-		w := beforeFault(t, admin, group, topic)
+		w := beforeFault(t, k.bootstrap, group, topic)
 		cur.signal(syscall.SIGKILL)
 		cur.wait(10 * time.Second)
 		w.handled = handledOffsets(cur)

@@ -58,6 +58,10 @@ func waitResumed(t *testing.T, fault string, timeout time.Duration, bootstrap, t
 		leaders, err := brokerLeaders(bootstrap, topic)
 		var report []string
 		for _, s := range stalled {
+			if !s.running() {
+				report = append(report, fmt.Sprintf("  %s exited: %v", s.name, s.waitErr))
+				continue
+			}
 			report = append(report, stallReport(s.name, s.log(), topic, leaders, err))
 		}
 		t.Fatalf("after %s the broker serves new clients, but not every client resumed within %s:\n%s",

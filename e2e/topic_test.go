@@ -216,22 +216,32 @@ func newID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// newAdmin returns an admin client, closed when the test ends.
-func newAdmin(t *testing.T, bootstrap string) *kafka.AdminClient {
-	t.Helper()
+// withAdmin runs f with an admin client of its own, closed when f returns.
+// No admin client outlives a question: one that lived through a broker's
+// restart has crashed the test process (librdkafka#4605, in admin requests
+// that time out or lose their connection).
+func withAdmin(bootstrap string, f func(*kafka.AdminClient) error) error {
 	a, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": bootstrap, "log_level": 0})
 	if err != nil {
-		t.Fatalf("admin client: %v", err)
+		return fmt.Errorf("admin client: %w", err)
 	}
-	t.Cleanup(a.Close)
-	return a
+	defer a.Close()
+	return f(a)
 }
 
 // committedOffsets returns the offsets group committed on each partition of
 // topic: the next one it will read, negative where it committed none. The
 // partitions are named: asked for all of a group's offsets,
 // confluent-kafka-go 2.15.0 has crashed the process (a segmentation fault).
-func committedOffsets(a *kafka.AdminClient, group, topic string) (map[int32]int64, error) {
+func committedOffsets(bootstrap, group, topic string) (offsets map[int32]int64, err error) {
+	err = withAdmin(bootstrap, func(a *kafka.AdminClient) error {
+		offsets, err = committedOffsetsOf(a, group, topic)
+		return err
+	})
+	return offsets, err
+}
+
+func committedOffsetsOf(a *kafka.AdminClient, group, topic string) (map[int32]int64, error) {
 	md, err := a.GetMetadata(&topic, false, 5000)
 	if err != nil {
 		return nil, err

@@ -175,16 +175,18 @@ func TestConsumer_refusedDeadLetterStops(t *testing.T) {
 	c.waitCount(msgReceived, 1, time.Minute)
 
 	// The consumer created the dead-letter topic; now it takes 1 KiB at most.
-	admin := newAdmin(t, k.bootstrap)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{
-		Type: kafka.ResourceTopic, Name: dlqTopic,
-		Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: "1024", IncrementalOperation: kafka.AlterConfigOpTypeSet}},
-	}})
-	if err == nil && res[0].Error.Code() != kafka.ErrNoError {
-		err = res[0].Error
-	}
+	err := withAdmin(k.bootstrap, func(a *kafka.AdminClient) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := a.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{
+			Type: kafka.ResourceTopic, Name: dlqTopic,
+			Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: "1024", IncrementalOperation: kafka.AlterConfigOpTypeSet}},
+		}})
+		if err == nil && res[0].Error.Code() != kafka.ErrNoError {
+			err = res[0].Error
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatalf("limit %s: %v", dlqTopic, err)
 	}
@@ -199,7 +201,7 @@ func TestConsumer_refusedDeadLetterStops(t *testing.T) {
 	if !strings.Contains(stop.Err, strconv.Quote(dlqTopic)) || !strings.Contains(stop.Err, "too large") {
 		t.Errorf("final line says %q; want the dead-letter topic %q and the broker's error", stop.Err, dlqTopic)
 	}
-	committed, err := committedOffsets(admin, group, topic)
+	committed, err := committedOffsets(k.bootstrap, group, topic)
 	if err != nil {
 		t.Fatal(err)
 	}

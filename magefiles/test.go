@@ -13,47 +13,89 @@ import (
 // a hang ends with the test binary's goroutine dump.
 const testTimeout = "30m"
 
-// Test runs lint, unit tests and the e2e suite, as CI does.
+// Test holds the two test commands: test (test:quick), what a newcomer
+// runs, and test:full, what CI runs.
+type Test mg.Namespace
+
+// Aliases: `go tool mage test` is test:quick.
+var Aliases = map[string]any{"test": Test.Quick}
+
+// quickScenarios are the single-broker e2e scenarios that prove the
+// tutorial and its guarantees, and the e2e module's own unit tests.
+const quickScenarios = "^(TestTimestamps_arriveInOrderWithLatency|TestBroker_restartsLoseNothing|" +
+	"TestConsumer_killedLosesNothing|TestProducer_stoppedDeliversEverythingAccepted|TestConsumer_badInputGoesToDLQ|" +
+	"TestCheck_|TestStallReport_)"
+
+// Quick (also: test) runs lint, the unit tests and the tutorial's e2e scenarios.
 //
+// The e2e scenarios run on one broker: the timestamps arrive in order,
+// and nothing is lost when the broker restarts, a consumer is killed, the
+// producer stops, or bad input comes (it goes to the dead-letter topic).
+// About 5 minutes once the images are built; test:full runs everything.
 // The e2e suite runs KAFKA_IMAGE (pulled when missing; where no registry
-// answers, the offline build of image:kafka), the service images (built
-// with docker compose; offline, with image:apps) and PROMETHEUS_IMAGE
-// (likewise, offline with image:prometheus). Its workflow test runs the
-// lint and unit jobs of .github/workflows/ci.yml the way a runner does.
-// Without a Docker engine the tests that need it are skipped with one line,
-// except under CI=true or E2E_REQUIRED=1, where that is a failure.
-func Test() error {
+// answers, the offline build of image:kafka). Without a Docker engine the
+// scenarios are skipped with one line, except under CI=true or
+// E2E_REQUIRED=1, where that is a failure.
+func (Test) Quick() error {
+	mg.SerialDeps(needCgo, Lint)
+	env, err := e2eImages(false)
+	if err != nil {
+		return err
+	}
+	for _, m := range []string{"producer", "consumer", "internal"} {
+		fmt.Printf("[%s] go test\n", m)
+		if err := sh.RunV(goCmd, "-C", m, "test", "-count=1", "./..."); err != nil {
+			return err
+		}
+	}
+	return e2e(env, "-run", quickScenarios)
+}
+
+// Full runs everything CI runs: the workflow's jobs, then the whole e2e suite.
+//
+// First the lint and unit jobs of .github/workflows/ci.yml, the way a
+// runner runs them (every module alone, unit tests with the race
+// detector); then every e2e scenario: the tutorial's, the three-node
+// cluster's faults, observability, compose, the Mage targets and the
+// images. It runs KAFKA_IMAGE, the service images (built with docker
+// compose; offline, with image:apps) and PROMETHEUS_IMAGE (offline with
+// image:prometheus). About 15 minutes here.
+func (Test) Full() error {
 	mg.Deps(needCgo)
-	env, err := e2eImages()
+	env, err := e2eImages(true)
 	if err != nil {
 		return err
 	}
 	// The workflow's jobs first: a lint or unit failure shows before the
 	// long e2e suite runs.
-	for _, part := range [][]string{{"-run", workflowTests}, {"-skip", workflowTests}} {
-		args := append([]string{"-C", "e2e", "test", "-count=1", "-v", "-timeout=" + testTimeout}, append(part, "./...")...)
-		fmt.Printf("go %s  (%v)\n", strings.Join(args, " "), env)
-		if err := sh.RunWithV(env, goCmd, args...); err != nil {
-			return err
-		}
+	if err := e2e(env, "-run", workflowTests); err != nil {
+		return err
 	}
-	return nil
+	return e2e(env, "-skip", workflowTests)
+}
+
+// e2e runs the e2e module's tests selected by args with env.
+func e2e(env map[string]string, args ...string) error {
+	args = append([]string{"-C", "e2e", "test", "-count=1", "-v", "-timeout=" + testTimeout}, append(args, "./...")...)
+	fmt.Printf("go %s  (%v)\n", strings.Join(args, " "), env)
+	return sh.RunWithV(env, goCmd, args...)
 }
 
 // workflowTests are the e2e module's tests of the GitHub workflow.
 const workflowTests = "^TestWorkflow_"
 
-// e2eImages finds or builds the images the e2e suite runs and returns the
-// environment that names them. Without Docker it returns none: the suite
-// says what it skips.
-func e2eImages() (map[string]string, error) {
+// e2eImages finds or builds the images the e2e suite runs (Kafka's, and
+// with all the services' and Prometheus's too) and returns the environment
+// that names them. Without Docker it returns none: the suite says what it
+// skips.
+func e2eImages(all bool) (map[string]string, error) {
 	if err := needDocker(); err != nil {
 		fmt.Printf("%v: the e2e suite skips the tests that need Docker.\n", err)
 		return nil, nil
 	}
 	kafka, offline, err := kafkaImage()
-	if err != nil {
-		return nil, err
+	if err != nil || !all {
+		return map[string]string{"KAFKA_IMAGE": kafka}, err
 	}
 	producer, consumer := os.Getenv("PRODUCER_IMAGE"), os.Getenv("CONSUMER_IMAGE")
 	if producer == "" || consumer == "" {

@@ -198,8 +198,9 @@ func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) err
 // would carry a broker fault of its own from one question to the next.
 func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, error) {
 	return func(ctx context.Context) (View, error) {
-		own := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
-		maps.Copy(own, cm)
+		own := maps.Clone(cm)
+		delete(own, "debug") // it would raise log_level
+		own["log_level"] = 0 // its failures show as the error it returns
 		a, err := kafka.NewAdminClient(&own)
 		if err != nil {
 			return View{}, err
@@ -214,11 +215,14 @@ func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, e
 			return View{}, err
 		}
 		v := View{Leaders: map[int32]int32{}, Coordinator: -1}
+		var tps []kafka.TopicPartition
 		for _, p := range md.Topics[topic].Partitions {
 			v.Leaders[p.ID] = p.Leader
+			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
 		}
-		// Only the group's coordinator answers for its committed offsets.
-		if _, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group}}); err == nil {
+		// Only the group's coordinator answers for its committed offsets. The partitions are
+		// named: asked for all of a group's offsets, confluent-kafka-go 2.15.0 has crashed.
+		if _, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}}); err == nil {
 			v.Coordinator = 0
 		}
 		return v, nil

@@ -185,8 +185,9 @@ func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) err
 // question to the next.
 func Ask(cm kafka.ConfigMap, topic string) func(context.Context) (map[int32]int32, error) {
 	return func(ctx context.Context) (map[int32]int32, error) {
-		own := kafka.ConfigMap{"log_level": 0} // its failures show as the error it returns
-		maps.Copy(own, cm)
+		own := maps.Clone(cm)
+		delete(own, "debug") // it would raise log_level
+		own["log_level"] = 0 // its failures show as the error it returns
 		a, err := kafka.NewAdminClient(&own)
 		if err != nil {
 			return nil, err

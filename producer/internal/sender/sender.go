@@ -503,6 +503,7 @@ func (s *Sender) replaceClient(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.recovered.Add(1)
+	s.log.Warn("Leader stall: the events the old client held were sent again; it may have written them too", "resent", len(held))
 	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 	closed := make(chan struct{})
 	go func() { old.close(); close(closed) }()
