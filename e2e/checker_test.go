@@ -422,6 +422,7 @@ type limits struct {
 // invariant or a limit does not hold.
 func assertFigures(t *testing.T, f *figures, lim limits) {
 	t.Helper()
+	f.add("took", took(t))
 	t.Logf("%s", f)
 	if f.Sent == 0 {
 		t.Error("nothing was sent")

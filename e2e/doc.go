@@ -5,11 +5,14 @@
 // Every scenario produces, injects a fault, reads the whole topic back and
 // checks what the services said against what Kafka holds: no acknowledged
 // event lost, no event twice in the log, none out of order, and redeliveries
-// within what at-least-once allows. Each prints its figures on one line.
+// within what at-least-once allows. Each prints its figures on one line,
+// with its duration (took=); a failed one keeps its brokers' and services'
+// logs in build/e2e/.
 //
-// Run it with `go tool mage test`, or in this directory:
+// `go tool mage test` runs the tutorial's scenarios on one broker;
+// `go tool mage test:full` runs them all, or in this directory:
 //
-//	go test -count=1 -v -timeout 20m ./...
+//	go test -count=1 -v -timeout 30m ./...
 //
 // -short skips the long scenarios. Without Docker the tests that need it are
 // skipped, unless CI=true or E2E_REQUIRED=1, which turn that into a failure.

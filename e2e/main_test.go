@@ -53,7 +53,8 @@ var suite struct {
 	binErr    error
 	teardowns sync.Once
 
-	runs sync.Map // *testing.T -> its run of the test under -count (1, 2, ...)
+	runs  sync.Map // *testing.T -> its run of the test under -count (1, 2, ...)
+	began sync.Map // *testing.T -> when its scenario began, for the figure line
 	seen sync.Map // test name -> runs so far
 }
 
@@ -190,6 +191,7 @@ func removeRunResources(pool *dockertest.Pool) {
 // the run if Docker is required), and skips long tests under -short.
 func needDocker(t *testing.T, long bool) *dockertest.Pool {
 	t.Helper()
+	suite.began.LoadOrStore(t, time.Now())
 	if long && testing.Short() {
 		t.Skip("long scenario: skipped with -short")
 	}
@@ -244,6 +246,7 @@ func binaries(t *testing.T) (producer, consumer string) {
 // name returns a topic, group or container name unique to this run and test.
 func name(t *testing.T, what string) string {
 	t.Helper()
+	suite.began.LoadOrStore(t, time.Now()) // a subtest's scenario begins with its first name
 	base := strings.ToLower(t.Name())
 	base = strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
@@ -258,6 +261,14 @@ func name(t *testing.T, what string) string {
 		base += "-" + strconv.Itoa(n)
 	}
 	return fmt.Sprintf("e2e-%s-%s-%s", base, what, runID)
+}
+
+// took is how long t's scenario has run, to the second.
+func took(t *testing.T) time.Duration {
+	if at, ok := suite.began.Load(t); ok {
+		return time.Since(at.(time.Time)).Round(time.Second)
+	}
+	return 0
 }
 
 // testRun numbers the runs of one test in this process: 1, 2, ...

@@ -64,7 +64,7 @@ func TestObservability_lagDrainsThroughPrometheus(t *testing.T) {
 		}
 	}
 	c.waitCount(msgReceived, backlog, time.Minute)
-	t.Logf("FIGURE lag: backlog=%d peak_seen=%.0f peak_after=%s drained_after=%s received=%d",
+	t.Logf("FIGURE lag: took=%s backlog=%d peak_seen=%.0f peak_after=%s drained_after=%s received=%d", took(t),
 		backlog, peak, peakAt.Sub(start).Round(100*time.Millisecond), drainedAt.Sub(start).Round(100*time.Millisecond), c.count(msgReceived))
 	if peak < backlog/2 {
 		t.Errorf("the highest lag Prometheus saw was %.0f; with a backlog of %d it should have seen most of it", peak, backlog)
@@ -134,7 +134,7 @@ func TestObservability_readyzFollowsTheBroker(t *testing.T) {
 	}
 	b.expire()
 	back, _ := waitStatus(200, 2*time.Minute)
-	t.Logf("FIGURE readyz: not_ready_after_stop=%s ready_after_start=%s reasons: %s",
+	t.Logf("FIGURE readyz: took=%s not_ready_after_stop=%s ready_after_start=%s reasons: %s", took(t),
 		down.Round(100*time.Millisecond), back.Round(100*time.Millisecond), strings.Join(reasons, " "))
 }
 
@@ -174,7 +174,7 @@ func TestObservability_traceIDsJoinProducerAndConsumer(t *testing.T) {
 	if len(sent) != n || len(traces) != n {
 		t.Errorf("%d events sent, %d distinct traces received; want %d of each", len(sent), len(traces), n)
 	}
-	t.Logf("FIGURE traces: sent=%d received_in_their_trace=%d", len(sent), len(traces))
+	t.Logf("FIGURE traces: took=%s sent=%d received_in_their_trace=%d", took(t), len(sent), len(traces))
 }
 
 // prometheus is a Prometheus server on the host's network, so that it

@@ -193,7 +193,7 @@ func TestConsumer_refusedDeadLetterStops(t *testing.T) {
 	bad := w.write(topic, []byte("bad"), bytes.Repeat([]byte("x"), 4096), nil)
 	written := time.Now()
 	code := c.wait(pollInterval)
-	took := time.Since(written)
+	exitAfter := time.Since(written)
 	if code != 1 {
 		t.Errorf("consumer exited with %d; want 1", code)
 	}
@@ -209,8 +209,8 @@ func TestConsumer_refusedDeadLetterStops(t *testing.T) {
 		t.Errorf("group committed offset %d, past the message at %d that was never dead-lettered",
 			committed[bad.Partition], bad.Offset)
 	}
-	t.Logf("exit=%d took=%s committed=%d refused_offset=%d max_poll_interval=%s: %s",
-		code, took.Round(time.Millisecond), committed[bad.Partition], bad.Offset, pollInterval, stop.Err)
+	t.Logf("FIGURE refused dead letter: took=%s exit=%d exit_after=%s committed=%d refused_offset=%d max_poll_interval=%s: %s",
+		took(t), code, exitAfter.Round(time.Millisecond), committed[bad.Partition], bad.Offset, pollInterval, stop.Err)
 }
 
 // checkDeadLetters compares each dead letter with the message it copies:

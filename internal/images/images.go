@@ -131,7 +131,7 @@ func (b Builder) Kafka() (string, error) {
 		return "", err
 	}
 	if !regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(version) {
-		return "", fmt.Errorf("KAFKA_VERSION %q: want a release such as 4.2.0 (set it in .env or the environment)", version)
+		return "", fmt.Errorf("KAFKA_VERSION %q: want a release such as 4.4.0 (set it in .env or the environment)", version)
 	}
 	tag, err := b.Repo.Setting("KAFKA_OFFLINE_IMAGE", "kafka-offline:"+version)
 	if err != nil {

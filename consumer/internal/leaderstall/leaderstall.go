@@ -195,22 +195,28 @@ func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) err
 // Ask returns a function that gets the cluster's view of topic and group
 // from a client of its own, made from cm for each question: the stalled
 // client may reach no broker although they are up, and a long-lived client
-// would carry a broker fault of its own from one question to the next.
+// would carry a broker fault of its own from one question to the next. It
+// is a consumer that never joins the group; the admin API's requests have
+// crashed librdkafka 2.15 when they timed out or lost their connection
+// (librdkafka#4605), which is what they do while a broker restarts.
 func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, error) {
 	return func(ctx context.Context) (View, error) {
 		own := maps.Clone(cm)
-		delete(own, "debug") // it would raise log_level
-		own["log_level"] = 0 // its failures show as the error it returns
-		a, err := kafka.NewAdminClient(&own)
+		delete(own, "debug")                           // it would raise log_level
+		maps.Copy(own, kafka.ConfigMap{"log_level": 0, // its failures show as the errors it returns
+			"group.id": group, "enable.auto.commit": false})
+		c, err := kafka.NewConsumer(&own)
 		if err != nil {
 			return View{}, err
 		}
-		defer a.Close()
-		timeout := 5000
-		if d, ok := ctx.Deadline(); ok {
-			timeout = max(int(time.Until(d).Milliseconds()), 1)
+		defer c.Close() // never subscribed: nothing to leave or commit
+		remaining := func() int {
+			if d, ok := ctx.Deadline(); ok {
+				return max(int(time.Until(d).Milliseconds()), 1)
+			}
+			return 5000
 		}
-		md, err := a.GetMetadata(&topic, false, timeout)
+		md, err := c.GetMetadata(&topic, false, remaining())
 		if err != nil {
 			return View{}, err
 		}
@@ -220,9 +226,8 @@ func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, e
 			v.Leaders[p.ID] = p.Leader
 			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
 		}
-		// Only the group's coordinator answers for its committed offsets. The partitions are
-		// named: asked for all of a group's offsets, confluent-kafka-go 2.15.0 has crashed.
-		if _, err := a.ListConsumerGroupOffsets(ctx, []kafka.ConsumerGroupTopicPartitions{{Group: group, Partitions: tps}}); err == nil {
+		// Only the group's coordinator answers for its committed offsets.
+		if _, err := c.Committed(tps, remaining()); err == nil {
 			v.Coordinator = 0
 		}
 		return v, nil
