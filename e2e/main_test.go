@@ -55,7 +55,7 @@ var suite struct {
 
 	runs  sync.Map // *testing.T -> its run of the test under -count (1, 2, ...)
 	began sync.Map // *testing.T -> when its scenario began, for the figure line
-	seen sync.Map // test name -> runs so far
+	seen  sync.Map // test name -> runs so far
 }
 
 // TestMain connects to Docker, runs the tests, and removes what they created.

@@ -12,6 +12,7 @@ package leaderstall
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -23,23 +24,34 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
-// View is who leads each partition of the topic, and whether the group has
-// a coordinator (0) or not (-1): the client's view, from its statistics, or
-// the cluster's, from a fresh client. A leader of -1 is none.
+// View is who leads each partition of the topic (-1: nobody), and whether
+// the group has a coordinator: the client's view, from its statistics, or
+// the cluster's, from a client of its own.
 type View struct {
-	Leaders     map[int32]int32
-	Coordinator int32
+	Leaders        map[int32]int32
+	HasCoordinator bool
+}
+
+// short tells whether the view lacks a leader or the coordinator.
+func (v View) short() bool {
+	for _, l := range v.Leaders {
+		if l < 0 {
+			return true
+		}
+	}
+	return !v.HasCoordinator
 }
 
 // Guard watches a consumer for the stall. Observe is called where the
-// client's statistics arrive; Run checks outside the poll loop.
+// client's statistics arrive; Run checks in a goroutine of its own.
 type Guard struct {
 	// After is how long the stall must last, with the cluster answering
 	// every check, before the client is re-created: never less than the
 	// time a slow but healthy broker may take to answer (librdkafka's
 	// request.timeout.ms, 30 s by default).
 	After time.Duration
-	// Every is the time between checks.
+	// Every is the time between checks; statistics older than three of
+	// these no longer count.
 	Every time.Duration
 	// Bound is the longest a re-creation may take before the Guard gives up.
 	Bound time.Duration
@@ -47,13 +59,19 @@ type Guard struct {
 	topic  string
 	log    *slog.Logger
 	ask    func(context.Context) (View, error) // the cluster's view
-	client atomic.Pointer[View]                // the client's view, from its latest statistics
+	client atomic.Pointer[observed]            // the client's view, from its latest statistics
 	failed atomic.Pointer[error]
 	gaveUp chan struct{}
 }
 
-// New returns a guard for a consumer of topic in group. ask gets the
-// cluster's view from a client that was not part of the stall.
+// observed is the client's view and when its statistics came.
+type observed struct {
+	View
+	at time.Time
+}
+
+// New returns a guard for a consumer of topic. ask gets the cluster's view
+// from a client that was not part of the stall.
 func New(topic string, log *slog.Logger, ask func(context.Context) (View, error)) *Guard {
 	return &Guard{After: 30 * time.Second, Every: 5 * time.Second, Bound: 15 * time.Second, topic: topic, log: log, ask: ask,
 		gaveUp: make(chan struct{})}
@@ -69,6 +87,7 @@ type statistics struct {
 		Partitions map[string]struct {
 			Partition int32 `json:"partition"` // -1: the client's "unassigned" entry
 			Leader    int32 `json:"leader"`
+			Broker    int32 `json:"broker"`  // the broker it fetches from; -1: none
 			Desired   bool  `json:"desired"` // assigned to this consumer
 		} `json:"partitions"`
 	} `json:"topics"`
@@ -80,17 +99,18 @@ func (g *Guard) Observe(js string) {
 	if json.Unmarshal([]byte(js), &s) != nil {
 		return // the statistics' own reader says so
 	}
-	v := View{Leaders: map[int32]int32{}, Coordinator: -1}
+	o := observed{View{Leaders: map[int32]int32{}}, time.Now()}
 	switch s.Cgrp.State {
 	case "up", "", "init", "term": // reached, or not subscribed (yet, or any more): nothing to hold
-		v.Coordinator = 0
+		o.HasCoordinator = true
 	}
 	for _, p := range s.Topics[g.topic].Partitions {
 		if p.Desired && p.Partition >= 0 {
-			v.Leaders[p.Partition] = p.Leader
+			// A partition stuck in #5430 may keep its old leader id while the client fetches from no broker.
+			o.Leaders[p.Partition] = min(p.Leader, p.Broker)
 		}
 	}
-	g.client.Store(&v)
+	g.client.Store(&o)
 }
 
 // Healthy returns why the guard gave up, if it did: a re-creation failed or
@@ -133,7 +153,11 @@ func (g *Guard) Run(ctx context.Context, recreate func(context.Context) error) e
 		}
 		g.log.Warn("Leader stall (librdkafka#5430): re-creating the Kafka client", "topic", g.topic, "stall", stall,
 			"for", time.Since(since).Round(time.Second))
-		if err := g.recreate(ctx, recreate); err != nil {
+		err := g.recreate(ctx, recreate)
+		if ctx.Err() != nil {
+			return nil // stopped meanwhile: the run closes the client
+		}
+		if err != nil {
 			g.log.Error("The Kafka client could not be re-created: stopping", "err", err)
 			g.failed.Store(&err)
 			close(g.gaveUp)
@@ -149,7 +173,7 @@ func (g *Guard) Run(ctx context.Context, recreate func(context.Context) error) e
 // it has them. The cluster is asked only when the client's view is short.
 func (g *Guard) check(ctx context.Context) string {
 	c := g.client.Load()
-	if c == nil || (c.Coordinator >= 0 && !slices.ContainsFunc(slices.Collect(maps.Values(c.Leaders)), func(l int32) bool { return l < 0 })) {
+	if c == nil || time.Since(c.at) > 3*g.Every || !c.short() {
 		return ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.Every)
@@ -158,7 +182,7 @@ func (g *Guard) check(ctx context.Context) string {
 	if err != nil {
 		return "" // the cluster does not answer either: an outage, which the client rides out
 	}
-	return stalled(*c, cluster)
+	return stalled(c.View, cluster)
 }
 
 // stalled describes where the client holds none of what the cluster has.
@@ -169,27 +193,32 @@ func stalled(client, cluster View) string {
 			s = append(s, fmt.Sprintf("partition %d: the client holds no leader, the cluster's is broker %d", p, l))
 		}
 	}
-	if client.Coordinator < 0 && cluster.Coordinator >= 0 {
+	if !client.HasCoordinator && cluster.HasCoordinator {
 		s = append(s, "the client holds no group coordinator, the cluster's answers")
 	}
 	return strings.Join(s, "; ")
 }
 
+// errBound says that a re-creation outlasted Bound.
+var errBound = errors.New("took longer than its bound")
+
 // recreate runs f within Bound.
 func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, g.Bound)
+	bounded, cancel := context.WithTimeout(ctx, g.Bound)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
+	go func() { done <- f(bounded) }()
 	select {
 	case err := <-done:
-		if err != nil {
+		if err == nil {
+			return nil
+		}
+		if bounded.Err() == nil || ctx.Err() != nil { // its own error, not the bound's
 			return fmt.Errorf("re-create the Kafka client after a leader stall: %w", err)
 		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("re-creating the Kafka client after a leader stall took longer than %s", g.Bound)
+	case <-bounded.Done():
 	}
+	return fmt.Errorf("re-creating the Kafka client after a leader stall %w (%s)", errBound, g.Bound)
 }
 
 // Ask returns a function that gets the cluster's view of topic and group
@@ -220,16 +249,15 @@ func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, e
 		if err != nil {
 			return View{}, err
 		}
-		v := View{Leaders: map[int32]int32{}, Coordinator: -1}
+		v := View{Leaders: map[int32]int32{}}
 		var tps []kafka.TopicPartition
 		for _, p := range md.Topics[topic].Partitions {
 			v.Leaders[p.ID] = p.Leader
 			tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID})
 		}
 		// Only the group's coordinator answers for its committed offsets.
-		if _, err := c.Committed(tps, remaining()); err == nil {
-			v.Coordinator = 0
-		}
+		_, err = c.Committed(tps, remaining())
+		v.HasCoordinator = err == nil
 		return v, nil
 	}
 }

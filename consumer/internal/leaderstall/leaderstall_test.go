@@ -17,8 +17,12 @@ import (
 
 // statsWith is a statistics event recorded from librdkafka 2.15 (a
 // consumer of "timestamp" in a settled group), with the client's leader of
-// partition 0 and its group state replaced.
+// partition 0 (and the broker it fetches from) and its group state replaced.
 func statsWith(t *testing.T, leader, groupState string) string {
+	return statsOf(t, "1", leader, groupState)
+}
+
+func statsOf(t *testing.T, broker, leader, groupState string) string {
 	t.Helper()
 	b, err := os.ReadFile("../receiver/testdata/stats-up.json")
 	if err != nil {
@@ -26,7 +30,7 @@ func statsWith(t *testing.T, leader, groupState string) string {
 	}
 	s := string(b)
 	for old, new := range map[string]string{
-		`"partition":0, "broker":1, "leader":1,`: `"partition":0, "broker":1, "leader":` + leader + `,`,
+		`"partition":0, "broker":1, "leader":1,`: `"partition":0, "broker":` + broker + `, "leader":` + leader + `,`,
 		`"cgrp": { "state": "up",`:               `"cgrp": { "state": "` + groupState + `",`,
 	} {
 		if !strings.Contains(s, old) {
@@ -39,21 +43,22 @@ func statsWith(t *testing.T, leader, groupState string) string {
 
 func TestObserve_readsTheClientsView(t *testing.T) {
 	tests := []struct {
-		name, leader, group string
-		want                View
+		name, broker, leader, group string
+		want                        View
 	}{
-		{"settled", "1", "up", View{Leaders: map[int32]int32{0: 1}, Coordinator: 0}},
-		{"no leader", "-1", "up", View{Leaders: map[int32]int32{0: -1}, Coordinator: 0}},
-		{"looking for the coordinator", "1", "query-coord", View{Leaders: map[int32]int32{0: 1}, Coordinator: -1}},
-		{"waiting for the coordinator", "1", "wait-coord", View{Leaders: map[int32]int32{0: 1}, Coordinator: -1}},
-		{"not subscribed yet", "1", "init", View{Leaders: map[int32]int32{0: 1}, Coordinator: 0}},
+		{"settled", "1", "1", "up", View{map[int32]int32{0: 1}, true}},
+		{"no leader", "-1", "-1", "up", View{map[int32]int32{0: -1}, true}},
+		{"old leader id, fetching from no broker", "-1", "1", "up", View{map[int32]int32{0: -1}, true}},
+		{"looking for the coordinator", "1", "1", "query-coord", View{map[int32]int32{0: 1}, false}},
+		{"waiting for the coordinator", "1", "1", "wait-coord", View{map[int32]int32{0: 1}, false}},
+		{"not subscribed yet", "1", "1", "init", View{map[int32]int32{0: 1}, true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := New("timestamp", slog.New(slog.DiscardHandler), nil)
-			g.Observe(statsWith(t, tt.leader, tt.group))
+			g.Observe(statsOf(t, tt.broker, tt.leader, tt.group))
 			got := g.client.Load()
-			if got == nil || got.Coordinator != tt.want.Coordinator || len(got.Leaders) != 1 || got.Leaders[0] != tt.want.Leaders[0] {
+			if got == nil || got.HasCoordinator != tt.want.HasCoordinator || len(got.Leaders) != 1 || got.Leaders[0] != tt.want.Leaders[0] {
 				t.Errorf("view %+v, want %+v", got, tt.want)
 			}
 		})
@@ -66,15 +71,15 @@ func TestStalled(t *testing.T) {
 		client, cluster View
 		want            string // "" is no stall
 	}{
-		{"both hold everything", View{map[int32]int32{0: 1}, 0}, View{map[int32]int32{0: 1}, 1}, ""},
-		{"the client holds no leader", View{map[int32]int32{0: -1, 1: 2}, 0}, View{map[int32]int32{0: 1, 1: 2}, 1},
+		{"both hold everything", View{map[int32]int32{0: 1}, true}, View{map[int32]int32{0: 1}, true}, ""},
+		{"the client holds no leader", View{map[int32]int32{0: -1, 1: 2}, true}, View{map[int32]int32{0: 1, 1: 2}, true},
 			"partition 0: the client holds no leader, the cluster's is broker 1"},
-		{"the cluster has no leader either", View{map[int32]int32{0: -1}, 0}, View{map[int32]int32{0: -1}, 1}, ""},
-		{"the cluster does not know the partition", View{map[int32]int32{3: -1}, 0}, View{map[int32]int32{0: 1}, 1}, ""},
-		{"the client holds no coordinator", View{map[int32]int32{0: 1}, -1}, View{map[int32]int32{0: 1}, 2},
+		{"the cluster has no leader either", View{map[int32]int32{0: -1}, true}, View{map[int32]int32{0: -1}, true}, ""},
+		{"the cluster does not know the partition", View{map[int32]int32{3: -1}, true}, View{map[int32]int32{0: 1}, true}, ""},
+		{"the client holds no coordinator", View{map[int32]int32{0: 1}, false}, View{map[int32]int32{0: 1}, true},
 			"the client holds no group coordinator, the cluster's answers"},
-		{"the cluster has no coordinator either", View{map[int32]int32{0: 1}, -1}, View{map[int32]int32{0: 1}, -1}, ""},
-		{"both", View{map[int32]int32{0: -1}, -1}, View{map[int32]int32{0: 1}, 1},
+		{"the cluster has no coordinator either", View{map[int32]int32{0: 1}, false}, View{map[int32]int32{0: 1}, false}, ""},
+		{"both", View{map[int32]int32{0: -1}, false}, View{map[int32]int32{0: 1}, true},
 			"partition 0: the client holds no leader, the cluster's is broker 1; the client holds no group coordinator, the cluster's answers"},
 	}
 	for _, tt := range tests {
@@ -109,11 +114,11 @@ func TestGuard_recreatesOnceTheStallLastedAfter(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var log bytes.Buffer
-			g := newGuard(func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, 1}, nil }, &log)
-			g.Observe(statsWith(t, tt.leader, tt.group))
+			g := newGuard(func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, true}, nil }, &log)
+			stopObserving := observing(t, g, statsWith(t, tt.leader, tt.group))
 			start := time.Now()
 			recreated := make(chan time.Duration, 10)
-			stop := run(g, func(context.Context) error { recreated <- time.Since(start); return nil })
+			stop := run(g, func(context.Context) error { stopObserving(); recreated <- time.Since(start); return nil })
 			defer stop()
 			select {
 			case after := <-recreated:
@@ -140,7 +145,7 @@ func TestGuard_recreatesOnceTheStallLastedAfter(t *testing.T) {
 // however slow its broker; nor one whose cluster does not answer (an
 // outage, which the client rides out) or has no leader either.
 func TestGuard_leavesAHealthyClientAlone(t *testing.T) {
-	leader := func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, 1}, nil }
+	leader := func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, true}, nil }
 	for _, tt := range []struct {
 		name, leader, group string
 		ask                 func(context.Context) (View, error)
@@ -150,7 +155,7 @@ func TestGuard_leavesAHealthyClientAlone(t *testing.T) {
 			return View{}, errors.New("Local: Broker transport failure")
 		}},
 		{"cluster has no leader either", "-1", "up", func(context.Context) (View, error) {
-			return View{map[int32]int32{0: -1}, 1}, nil
+			return View{map[int32]int32{0: -1}, true}, nil
 		}},
 		{"no statistics", "", "", leader},
 	} {
@@ -159,7 +164,7 @@ func TestGuard_leavesAHealthyClientAlone(t *testing.T) {
 			var asked atomic.Int64
 			g := newGuard(func(ctx context.Context) (View, error) { asked.Add(1); return tt.ask(ctx) }, &log)
 			if tt.leader != "" {
-				g.Observe(statsWith(t, tt.leader, tt.group))
+				observing(t, g, statsWith(t, tt.leader, tt.group))
 			}
 			var recreated atomic.Int64
 			stop := run(g, func(context.Context) error { recreated.Add(1); return nil })
@@ -171,6 +176,37 @@ func TestGuard_leavesAHealthyClientAlone(t *testing.T) {
 				t.Errorf("the cluster was asked %d times about a client that holds everything", asked.Load())
 			}
 		})
+	}
+}
+
+// Statistics that stopped coming say nothing of the client now: the poll
+// loop that hands them over may be busy. They do not count toward a stall.
+func TestGuard_staleStatisticsAreNoStall(t *testing.T) {
+	var log bytes.Buffer
+	g := newGuard(func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, true}, nil }, &log)
+	g.Observe(statsWith(t, "-1", "up"))
+	time.Sleep(4 * g.Every)
+	var recreated atomic.Int64
+	stop := run(g, func(context.Context) error { recreated.Add(1); return nil })
+	time.Sleep(3 * g.After)
+	if err := stop(); err != nil || recreated.Load() != 0 {
+		t.Errorf("Run: %v; re-created %d times on statistics older than %s", err, recreated.Load(), 3*g.Every)
+	}
+}
+
+// A stop that comes while the client is re-created is no failure.
+func TestGuard_aStopDuringARecreationIsNoFailure(t *testing.T) {
+	var log bytes.Buffer
+	g := newGuard(func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, true}, nil }, &log)
+	observing(t, g, statsWith(t, "-1", "up"))
+	ctx, cancel := context.WithCancel(context.Background())
+	err := g.Run(ctx, func(ctx context.Context) error {
+		cancel() // the stop signal
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err != nil || g.Healthy() != nil {
+		t.Errorf("Run = %v, Healthy = %v; want no failure", err, g.Healthy())
 	}
 }
 
@@ -187,8 +223,8 @@ func TestGuard_givesUpOnARecreationThatFailsOrHangs(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var log bytes.Buffer
-			g := newGuard(func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, 1}, nil }, &log)
-			g.Observe(statsWith(t, "-1", "up"))
+			g := newGuard(func(context.Context) (View, error) { return View{map[int32]int32{0: 1}, true}, nil }, &log)
+			observing(t, g, statsWith(t, "-1", "up"))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -209,6 +245,26 @@ func TestGuard_givesUpOnARecreationThatFailsOrHangs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// observing hands g the statistics js every few milliseconds, as a client
+// does, until the test ends or stop is called.
+func observing(t *testing.T, g *Guard, js string) (stop func()) {
+	g.Observe(js)
+	done := make(chan struct{})
+	stop = sync.OnceFunc(func() { close(done) })
+	t.Cleanup(stop)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+				g.Observe(js)
+			}
+		}
+	}()
+	return stop
 }
 
 // syncWriter lets the guard's goroutine and the test share a buffer.
@@ -238,7 +294,7 @@ func TestAsk_readsTheClustersView(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	v, err := ask(ctx)
-	if err != nil || len(v.Leaders) != 2 || v.Leaders[0] < 1 || v.Leaders[1] < 1 || v.Coordinator < 0 {
+	if err != nil || len(v.Leaders) != 2 || v.Leaders[0] < 1 || v.Leaders[1] < 1 || !v.HasCoordinator {
 		t.Fatalf("view %+v, %v; want a leader for each of 2 partitions and a coordinator", v, err)
 	}
 	for id := 1; id <= 3; id++ {

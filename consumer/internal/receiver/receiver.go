@@ -56,8 +56,10 @@ type Receiver struct {
 	admin     Admin            // of EnsureTopics
 	timeout   time.Duration    // of EnsureTopics
 	guard     *leaderstall.Guard
-	recreate  chan chan error // the guard's requests for a new client, answered by the poll loop
-	replacing bool            // while the poll loop replaces the client: no commit can reach the group
+	recreate  chan chan error                // the guard's requests for a new client, answered by the poll loop
+	replacing bool                           // while the poll loop replaces the client: no commit can reach the group
+	current   atomic.Pointer[kafka.Consumer] // c, for the rebalance callbacks of clients being closed
+	closing   sync.WaitGroup                 // the replaced clients' closes
 
 	// Read by /metrics and the watchdog while the loop counts.
 	received, duplicates, deadLettered, recovered atomic.Int64
@@ -116,6 +118,10 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 	maps.Copy(r.cm, kafka.ConfigMap{"enable.auto.offset.store": false, "enable.auto.commit": true, "group.id": cfg.Group,
 		"bootstrap.servers": cfg.BootstrapServers, "go.logs.channel.enable": true, "go.logs.channel": r.logs})
 	r.guard = leaderstall.New(cfg.Topic, log, leaderstall.Ask(r.dlqCM, cfg.Topic, cfg.Group))
+	// A slow but healthy broker answers within request.timeout.ms: no stall is seen before.
+	if ms, err := strconv.Atoi(cfg.Kafka["request.timeout.ms"]); err == nil {
+		r.guard.After = max(r.guard.After, time.Duration(ms)*time.Millisecond)
+	}
 	if every <= 0 {
 		log.Warn("The leader-stall guard is off: it reads the client's statistics, and statistics.interval.ms is 0")
 	}
@@ -123,6 +129,7 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 	if r.c, err = kafka.NewConsumer(&r.cm); err != nil {
 		return nil, fmt.Errorf("create consumer: %w", err)
 	}
+	r.current.Store(r.c)
 	if r.dlq, err = r.newDeadLetterProducer(0); err != nil {
 		_ = r.c.Close()
 		return nil, err
@@ -185,6 +192,7 @@ func (r *Receiver) checkGroupProtocol(ctx context.Context) error {
 	}
 	_ = r.c.Close() // never subscribed: nothing to commit or leave
 	r.c = c
+	r.current.Store(c)
 	return nil
 }
 
@@ -258,7 +266,8 @@ func (r *Receiver) consume(ctx context.Context) error {
 		}
 		select {
 		case reply := <-r.recreate:
-			reply <- r.newClient()
+			err = r.newClient() // a failure ends the run: no client is left to poll
+			reply <- err
 		default:
 		}
 	}
@@ -388,13 +397,18 @@ func (r *Receiver) committed(err error, offsets []kafka.TopicPartition) {
 // rebalanced commits on revoke, so that the next owner starts after what was handled. A
 // dead-letter write pending there is given up: the next owner reads its message again.
 func (r *Receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
+	if c != r.current.Load() {
+		return nil // a client the leader-stall guard replaced, closing
+	}
 	switch e := e.(type) {
 	case kafka.AssignedPartitions:
 		r.rebalances.WithLabelValues("assigned").Inc()
 		r.log.Info("Partitions assigned", "partitions", partitions(e.Partitions))
 	case kafka.RevokedPartitions:
 		if r.replacing {
-			r.store() // for the close's own commit, if the group can take it
+			// No commit that waits for an answer: a client in the stall may have no coordinator to
+			// give one. The offsets are stored for the close's own commit, if the group can take it.
+			r.store()
 		} else if !c.AssignmentLost() {
 			r.commit()
 		}
@@ -458,7 +472,8 @@ func (r *Receiver) Close() {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		r.closeConsumer(true)
+		r.closeConsumer()
+		r.closing.Wait() // replaced clients, still closing
 		// Pending writes never had their offsets stored: their messages come again.
 		_ = r.dlq.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
 		r.dlq.Close()
@@ -472,22 +487,23 @@ func (r *Receiver) Close() {
 	}
 }
 
-// closeConsumer gives the partitions up first: closing during a rebalance can hang in librdkafka.
-// With commit, it commits first and waits for the answer.
-func (r *Receiver) closeConsumer(commit bool) {
-	if commit {
-		r.commit()
-	} else {
-		r.store()
+// closeConsumer commits, gives the partitions up first (closing during a rebalance can hang
+// in librdkafka), and closes the consumer.
+func (r *Receiver) closeConsumer() {
+	r.commit()
+	r.unsubscribe(shutdownBudget)
+	if err := r.c.Close(); err != nil {
+		r.log.Warn("Consumer close", "err", err)
 	}
-	deadline := time.Now().Add(shutdownBudget)
+}
+
+// unsubscribe gives the partitions up within d; the revoke callback runs in this goroutine.
+func (r *Receiver) unsubscribe(d time.Duration) {
+	deadline := time.Now().Add(d)
 	if err := r.c.Unsubscribe(); err == nil {
 		for a, err := r.c.Assignment(); err == nil && len(a) > 0 && time.Now().Before(deadline); a, err = r.c.Assignment() {
 			r.c.Poll(100)
 		}
-	}
-	if err := r.c.Close(); err != nil {
-		r.log.Warn("Consumer close", "err", err)
 	}
 }
 
@@ -516,17 +532,23 @@ func (r *Receiver) askNewClient(ctx context.Context) error {
 }
 
 // newClient replaces the consumer with a new one, which resumes from the committed offsets.
-// The old one commits on its way out only if its group still answers.
+// The old one gives its partitions up, and closes beside the new one: without a coordinator
+// to leave, its close waits for its session to expire (45 s). It commits on its way out only
+// if its group still answers.
 func (r *Receiver) newClient() error {
-	r.recovered.Add(1)
 	r.replacing = true
-	r.closeConsumer(false)
+	r.store()
+	r.unsubscribe(2 * time.Second)
 	r.replacing = false
 	clear(r.pending) // their offsets were never stored: the messages come again
 	c, err := kafka.NewConsumer(&r.cm)
 	if err != nil {
 		return fmt.Errorf("create consumer: %w", err)
 	}
+	old := r.c
 	r.c = c
+	r.current.Store(c) // the old one's callbacks, as it closes, change nothing here
+	r.closing.Go(func() { _ = old.Close() })
+	r.recovered.Add(1)
 	return r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
 }

@@ -23,12 +23,38 @@ func guarded(r *Receiver, ask func(context.Context) (leaderstall.View, error)) *
 	return g
 }
 
+// stuck tells g, every few milliseconds until the test ends, that the client
+// holds no leader for partition 0: the view of a client stuck in
+// librdkafka#5430. The client's own statistics must be off.
+func stuck(t *testing.T, g *leaderstall.Guard) {
+	t.Helper()
+	b, err := os.ReadFile("testdata/stats-up.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := strings.Replace(string(b), `"partition":0, "broker":1, "leader":1,`, `"partition":0, "broker":-1, "leader":-1,`, 1)
+	g.Observe(js)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+				g.Observe(js)
+			}
+		}
+	}()
+}
+
 // The mock cluster coordinates "test-group" on broker 2 and leads the topic
 // on broker 1. With broker 2 down the client holds no coordinator; the
-// guard is told that the cluster has one on broker 3, as a cluster would
-// that moved it where the stuck client does not look: librdkafka#5430's
-// lost coordinator. The client is re-created, and once the coordinator is
-// back, every event arrives.
+// guard is told that the cluster's answers, as a cluster would that moved
+// it where the stuck client does not look: librdkafka#5430's lost
+// coordinator. The client is re-created without it (the old one closes
+// without a coordinator to leave), and once the coordinator is back, every
+// event arrives.
 func TestReceiver_recreatesAClientThatHoldsNoCoordinator(t *testing.T) {
 	mc := newMockCluster(t, 3, map[string]int{topic: 1, topic + ".dlq": 1})
 	const n = 300
@@ -39,9 +65,14 @@ func TestReceiver_recreatesAClientThatHoldsNoCoordinator(t *testing.T) {
 		"auto.commit.interval.ms": 100, "group.protocol": "consumer", "statistics.interval.ms": 200,
 	})
 	guarded(r, func(context.Context) (leaderstall.View, error) {
-		return leaderstall.View{Leaders: map[int32]int32{0: 1}, Coordinator: 3}, nil
+		return leaderstall.View{Leaders: map[int32]int32{0: 1}, HasCoordinator: true}, nil
 	})
 	r.now = func() time.Time { time.Sleep(5 * time.Millisecond); return time.Now() }
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the consumer's lines but events:\n%s", withoutEvents(out.String()))
+		}
+	})
 	ids := func() map[string]bool {
 		seen := map[string]bool{}
 		for _, rec := range out.records(t, "Received: ") {
@@ -94,11 +125,7 @@ func TestReceiver_aCheckDoesNotHoldUpThePollLoop(t *testing.T) {
 		return leaderstall.View{}, ctx.Err()
 	})
 	g.Every = 2 * time.Second // the check waits that long for its answer
-	stats, err := os.ReadFile("testdata/stats-up.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Observe(strings.Replace(string(stats), `"leader":1,`, `"leader":-1,`, 1))
+	stuck(t, g)
 	var during atomic.Int64
 	runUntil(t, r, 20*time.Second, func() bool {
 		select {
@@ -122,14 +149,10 @@ func TestReceiver_aRecreationOverItsBoundFailsTheRun(t *testing.T) {
 	var out syncBuffer
 	r := newReceiver(t, mc, &out, config.Config{}, kafka.ConfigMap{"statistics.interval.ms": 600_000})
 	g := guarded(r, func(context.Context) (leaderstall.View, error) {
-		return leaderstall.View{Leaders: map[int32]int32{0: 1}, Coordinator: 1}, nil
+		return leaderstall.View{Leaders: map[int32]int32{0: 1}, HasCoordinator: true}, nil
 	})
 	g.After, g.Bound = 300*time.Millisecond, time.Nanosecond // no close and create is that fast
-	stats, err := os.ReadFile("testdata/stats-up.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Observe(strings.Replace(string(stats), `"leader":1,`, `"leader":-1,`, 1))
+	stuck(t, g)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -165,4 +188,15 @@ func produceSingly(t *testing.T, bootstrap string, n int) {
 			t.Fatal(m.TopicPartition.Error)
 		}
 	}
+}
+
+// withoutEvents is log without its "Received:" lines.
+func withoutEvents(log string) string {
+	var keep []string
+	for l := range strings.Lines(log) {
+		if !strings.Contains(l, `"msg":"Received: `) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "")
 }

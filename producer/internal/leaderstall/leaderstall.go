@@ -13,6 +13,7 @@ package leaderstall
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -32,7 +33,8 @@ type Guard struct {
 	// time a slow but healthy broker may take to answer (librdkafka's
 	// request.timeout.ms, 30 s by default).
 	After time.Duration
-	// Every is the time between checks.
+	// Every is the time between checks; statistics older than three of
+	// these no longer count.
 	Every time.Duration
 	// Bound is the longest a re-creation may take before the Guard gives up.
 	Bound time.Duration
@@ -40,9 +42,26 @@ type Guard struct {
 	topic  string
 	log    *slog.Logger
 	ask    func(context.Context) (map[int32]int32, error) // the cluster's leaders
-	client atomic.Pointer[map[int32]int32]                // partitions with events waiting -> the client's leader
+	client atomic.Pointer[observed]                       // the client's view, from its latest statistics
 	failed atomic.Pointer[error]
 	gaveUp chan struct{}
+}
+
+// observed is the client's leader of each partition with events waiting
+// (-1: none), and when its statistics came.
+type observed struct {
+	leaders map[int32]int32
+	at      time.Time
+}
+
+// short tells whether the client lacks a leader it needs.
+func (o *observed) short() bool {
+	for _, l := range o.leaders {
+		if l < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // New returns a guard for a producer to topic. ask gets the cluster's
@@ -59,8 +78,8 @@ type statistics struct {
 		Partitions map[string]struct {
 			Partition int32 `json:"partition"` // -1: the client's "unassigned" entry
 			Leader    int32 `json:"leader"`
-			Queued    int64 `json:"msgq_cnt"`      // waiting for a batch
-			Sending   int64 `json:"xmit_msgq_cnt"` // in the leader's send queue
+			Broker    int32 `json:"broker"`   // the broker it sends to; -1: none
+			Queued    int64 `json:"msgq_cnt"` // waiting to be sent
 		} `json:"partitions"`
 	} `json:"topics"`
 }
@@ -73,13 +92,14 @@ func (g *Guard) Observe(js string) {
 	if json.Unmarshal([]byte(js), &s) != nil {
 		return // the statistics' own reader says so
 	}
-	leaders := map[int32]int32{}
+	o := observed{leaders: map[int32]int32{}, at: time.Now()}
 	for _, p := range s.Topics[g.topic].Partitions {
-		if p.Partition >= 0 && p.Queued+p.Sending > 0 {
-			leaders[p.Partition] = p.Leader
+		if p.Partition >= 0 && p.Queued > 0 {
+			// A partition stuck in #5430 may keep its old leader id while the client sends to no broker.
+			o.leaders[p.Partition] = min(p.Leader, p.Broker)
 		}
 	}
-	g.client.Store(&leaders)
+	g.client.Store(&o)
 }
 
 // Healthy returns why the guard gave up, if it did: a re-creation failed or
@@ -122,7 +142,11 @@ func (g *Guard) Run(ctx context.Context, recreate func(context.Context) error) e
 		}
 		g.log.Warn("Leader stall (librdkafka#5430): re-creating the Kafka client", "topic", g.topic, "stall", stall,
 			"for", time.Since(since).Round(time.Second))
-		if err := g.recreate(ctx, recreate); err != nil {
+		err := g.recreate(ctx, recreate)
+		if ctx.Err() != nil {
+			return nil // stopped meanwhile: the run closes the client
+		}
+		if err != nil {
 			g.log.Error("The Kafka client could not be re-created: stopping", "err", err)
 			g.failed.Store(&err)
 			close(g.gaveUp)
@@ -138,7 +162,7 @@ func (g *Guard) Run(ctx context.Context, recreate func(context.Context) error) e
 // one. The cluster is asked only when the client holds no leader.
 func (g *Guard) check(ctx context.Context) string {
 	c := g.client.Load()
-	if c == nil || !slices.ContainsFunc(slices.Collect(maps.Values(*c)), func(l int32) bool { return l < 0 }) {
+	if c == nil || time.Since(c.at) > 3*g.Every || !c.short() {
 		return ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.Every)
@@ -147,7 +171,7 @@ func (g *Guard) check(ctx context.Context) string {
 	if err != nil {
 		return "" // the cluster does not answer either: an outage, which the client rides out
 	}
-	return stalled(*c, cluster)
+	return stalled(c.leaders, cluster)
 }
 
 // stalled describes the partitions whose leader the client lacks and the cluster has.
@@ -161,21 +185,26 @@ func stalled(client, cluster map[int32]int32) string {
 	return strings.Join(s, "; ")
 }
 
+// errBound says that a re-creation outlasted Bound.
+var errBound = errors.New("took longer than its bound")
+
 // recreate runs f within Bound.
 func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, g.Bound)
+	bounded, cancel := context.WithTimeout(ctx, g.Bound)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
+	go func() { done <- f(bounded) }()
 	select {
 	case err := <-done:
-		if err != nil {
+		if err == nil {
+			return nil
+		}
+		if bounded.Err() == nil || ctx.Err() != nil { // its own error, not the bound's
 			return fmt.Errorf("re-create the Kafka client after a leader stall: %w", err)
 		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("re-creating the Kafka client after a leader stall took longer than %s", g.Bound)
+	case <-bounded.Done():
 	}
+	return fmt.Errorf("re-creating the Kafka client after a leader stall %w (%s)", errBound, g.Bound)
 }
 
 // Ask returns a function that gets the cluster's leader of each partition

@@ -16,9 +16,13 @@ import (
 )
 
 // statsWith is a statistics event recorded from librdkafka 2.15 (a
-// producer to "timestamp"), with the client's leader of partition 0 and the
-// events waiting for it replaced.
+// producer to "timestamp"), with the client's leader of partition 0 (and
+// the broker it sends to) and the events waiting for it replaced.
 func statsWith(t *testing.T, leader, queued string) string {
+	return statsOf(t, "1", leader, queued)
+}
+
+func statsOf(t *testing.T, broker, leader, queued string) string {
 	t.Helper()
 	b, err := os.ReadFile("../sender/testdata/stats-up.json")
 	if err != nil {
@@ -28,24 +32,25 @@ func statsWith(t *testing.T, leader, queued string) string {
 	if !bytes.Contains(b, []byte(old)) {
 		t.Fatalf("the recorded statistics lack %q", old)
 	}
-	return strings.Replace(string(b), old, `"partition":0, "broker":1, "leader":`+leader+`, "desired":false, "unknown":false, "msgq_cnt":`+queued+`,`, 1)
+	return strings.Replace(string(b), old, `"partition":0, "broker":`+broker+`, "leader":`+leader+`, "desired":false, "unknown":false, "msgq_cnt":`+queued+`,`, 1)
 }
 
 func TestObserve_readsTheClientsView(t *testing.T) {
 	tests := []struct {
-		name, leader, queued string
-		want                 map[int32]int32
+		name, broker, leader, queued string
+		want                         map[int32]int32
 	}{
-		{"leader held", "1", "3", map[int32]int32{0: 1}},
-		{"no leader", "-1", "3", map[int32]int32{0: -1}},
-		{"nothing waiting", "-1", "0", map[int32]int32{}},
+		{"leader held", "1", "1", "3", map[int32]int32{0: 1}},
+		{"no leader", "-1", "-1", "3", map[int32]int32{0: -1}},
+		{"old leader id, sending to no broker", "-1", "1", "3", map[int32]int32{0: -1}},
+		{"nothing waiting", "-1", "-1", "0", map[int32]int32{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := New("timestamp", slog.New(slog.DiscardHandler), nil)
-			g.Observe(statsWith(t, tt.leader, tt.queued))
+			g.Observe(statsOf(t, tt.broker, tt.leader, tt.queued))
 			got := g.client.Load()
-			if got == nil || len(*got) != len(tt.want) || (*got)[0] != tt.want[0] {
+			if got == nil || len(got.leaders) != len(tt.want) || got.leaders[0] != tt.want[0] {
 				t.Errorf("view %v, want %v", got, tt.want)
 			}
 		})
@@ -86,12 +91,14 @@ func leaderOne(context.Context) (map[int32]int32, error) { return map[int32]int3
 func TestGuard_recreatesOnceTheStallLastedAfter(t *testing.T) {
 	var log bytes.Buffer
 	g := newGuard(leaderOne, &log)
-	g.Observe(statsWith(t, "-1", "3"))
+	stopObserving := observing(t, g, statsWith(t, "-1", "3"))
 	start := time.Now()
 	recreated := make(chan time.Duration, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = g.Run(ctx, func(context.Context) error { recreated <- time.Since(start); return nil }) }()
+	go func() {
+		_ = g.Run(ctx, func(context.Context) error { stopObserving(); recreated <- time.Since(start); return nil })
+	}()
 	select {
 	case after := <-recreated:
 		if after < g.After {
@@ -131,7 +138,7 @@ func TestGuard_leavesAHealthyClientAlone(t *testing.T) {
 			var log bytes.Buffer
 			var asked, recreated atomic.Int64
 			g := newGuard(func(ctx context.Context) (map[int32]int32, error) { asked.Add(1); return tt.ask(ctx) }, &log)
-			g.Observe(statsWith(t, tt.leader, tt.queued))
+			observing(t, g, statsWith(t, tt.leader, tt.queued))
 			ctx, cancel := context.WithTimeout(context.Background(), 3*g.After)
 			defer cancel()
 			if err := g.Run(ctx, func(context.Context) error { recreated.Add(1); return nil }); err != nil || recreated.Load() != 0 {
@@ -141,6 +148,37 @@ func TestGuard_leavesAHealthyClientAlone(t *testing.T) {
 				t.Errorf("the cluster was asked %d times about a client that holds its leader", asked.Load())
 			}
 		})
+	}
+}
+
+// Statistics that stopped coming say nothing of the client now. They do not
+// count toward a stall.
+func TestGuard_staleStatisticsAreNoStall(t *testing.T) {
+	var log bytes.Buffer
+	g := newGuard(leaderOne, &log)
+	g.Observe(statsWith(t, "-1", "3"))
+	time.Sleep(4 * g.Every)
+	var recreated atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 3*g.After)
+	defer cancel()
+	if err := g.Run(ctx, func(context.Context) error { recreated.Add(1); return nil }); err != nil || recreated.Load() != 0 {
+		t.Errorf("Run: %v; re-created %d times on statistics older than %s", err, recreated.Load(), 3*g.Every)
+	}
+}
+
+// A stop that comes while the client is re-created is no failure.
+func TestGuard_aStopDuringARecreationIsNoFailure(t *testing.T) {
+	var log bytes.Buffer
+	g := newGuard(leaderOne, &log)
+	observing(t, g, statsWith(t, "-1", "3"))
+	ctx, cancel := context.WithCancel(context.Background())
+	err := g.Run(ctx, func(ctx context.Context) error {
+		cancel() // the stop signal
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err != nil || g.Healthy() != nil {
+		t.Errorf("Run = %v, Healthy = %v; want no failure", err, g.Healthy())
 	}
 }
 
@@ -158,7 +196,7 @@ func TestGuard_givesUpOnARecreationThatFailsOrHangs(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var log bytes.Buffer
 			g := newGuard(leaderOne, &log)
-			g.Observe(statsWith(t, "-1", "3"))
+			observing(t, g, statsWith(t, "-1", "3"))
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			start := time.Now()
@@ -207,6 +245,26 @@ func TestAsk_readsTheClustersLeaders(t *testing.T) {
 	if leaders, err := ask(ctx); err == nil {
 		t.Errorf("leaders %v from a cluster that is down", leaders)
 	}
+}
+
+// observing hands g the statistics js every few milliseconds, as a client
+// does, until the test ends or stop is called.
+func observing(t *testing.T, g *Guard, js string) (stop func()) {
+	g.Observe(js)
+	done := make(chan struct{})
+	stop = sync.OnceFunc(func() { close(done) })
+	t.Cleanup(stop)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+				g.Observe(js)
+			}
+		}
+	}()
+	return stop
 }
 
 // syncWriter lets the guard's goroutine and the test share a buffer.

@@ -81,8 +81,9 @@ type Sender struct {
 	full       atomic.Int64 // the queue length when a send found it full
 	room       chan struct{}
 
-	mu sync.RWMutex
-	c  *client // read-held mu to use it, write-held to replace it
+	mu     sync.RWMutex
+	c      *client // read-held mu to use it, write-held to replace it
+	closed bool    // by Close: no client replaces it any more
 
 	qmu sync.Mutex
 	// pending are the events sent and not yet reported, by the id each
@@ -188,7 +189,11 @@ func (s *Sender) Run(ctx context.Context) (Result, error) {
 	cancel() // ends the guard
 	watching.Wait()
 	s.Close()
-	for _, in := range s.pending { // no report came: their spans end here
+	s.qmu.Lock()
+	left := s.pending
+	s.pending = map[uint64]pending{} // a replaced client's late reports find nothing to count
+	s.qmu.Unlock()
+	for _, in := range left { // no report came: their spans end here
 		in.span.SetStatus(codes.Error, "no delivery report")
 		in.span.End()
 	}
@@ -468,6 +473,7 @@ func (s *Sender) finish(ctx context.Context) {
 func (s *Sender) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	s.c.close()
 }
 
@@ -480,8 +486,15 @@ func (s *Sender) replaceClient(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
+	if s.closed { // the run ended meanwhile
+		s.mu.Unlock()
+		fresh.close()
+		return nil
+	}
 	old := s.c
 	old.retired.Store(true) // before the events are read: a failure it reports after is left to the new client
+	// Events still queued were not written: purged now, the old client cannot write them after the new one.
+	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeNonBlocking)
 	s.qmu.Lock()
 	held := slices.Sorted(maps.Keys(s.pending)) // in the order they were first sent
 	s.qmu.Unlock()
@@ -503,8 +516,9 @@ func (s *Sender) replaceClient(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.recovered.Add(1)
-	s.log.Warn("Leader stall: the events the old client held were sent again; it may have written them too", "resent", len(held))
-	_ = old.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+	s.log.Warn("Leader stall: the events the old client held were sent again; those it had in flight may be written twice",
+		"resent", len(held))
+	_ = old.p.Purge(kafka.PurgeInFlight)
 	closed := make(chan struct{})
 	go func() { old.close(); close(closed) }()
 	select {

@@ -12,14 +12,17 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/event-driven-go/kafka-go/producer/internal/event"
 	"github.com/event-driven-go/kafka-go/producer/internal/leaderstall"
 )
 
 // guarded gives s a leader-stall guard that asks ask instead of the
-// cluster, with the times of a test, and tells it that the client holds no
-// leader for partition 0 while events wait: the view of a client stuck in
-// librdkafka#5430. The client's own statistics must be off.
+// cluster, with the times of a test, and tells it, until the first
+// re-creation, that the client holds no leader for partition 0 while events
+// wait: the view of a client stuck in librdkafka#5430. The client's own
+// statistics must be off.
 func guarded(t *testing.T, s *Sender, ask func(context.Context) (map[int32]int32, error)) *leaderstall.Guard {
 	t.Helper()
 	g := leaderstall.New(s.opts.Topic, s.log, ask)
@@ -32,7 +35,20 @@ func guarded(t *testing.T, s *Sender, ask func(context.Context) (map[int32]int32
 	if !bytes.Contains(b, []byte(old)) {
 		t.Fatalf("the recorded statistics lack %q", old)
 	}
-	g.Observe(strings.Replace(string(b), old, `"partition":0, "broker":1, "leader":-1, "desired":false, "unknown":false, "msgq_cnt":5,`, 1))
+	stuck := strings.Replace(string(b), old, `"partition":0, "broker":-1, "leader":-1, "desired":false, "unknown":false, "msgq_cnt":5,`, 1)
+	g.Observe(stuck)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for s.Counts().Recovered == 0 {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+				g.Observe(stuck)
+			}
+		}
+	}()
 	s.guard = g
 	return g
 }
@@ -70,8 +86,8 @@ func TestSender_leaderStallRecreatesTheClientAndLosesNothing(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("Run: %v\n%s", r.err, out.String())
 	}
-	if r.res.Attempted != n || r.res.Delivered != n || r.res.Recovered != 1 {
-		t.Fatalf("result %+v, want all %d delivered after one recovery", r.res, n)
+	if c := s.Counts(); r.res.Attempted != n || c.Delivered != n || c.Failed != 0 || c.Unknown != 0 || r.res.Recovered != 1 {
+		t.Fatalf("result %+v, counts %+v; want all %d delivered, each counted once, after one recovery", r.res, c, n)
 	}
 	// The client library's goroutines end soon after Close returns.
 	for deadline := time.Now().Add(time.Second); runtime.NumGoroutine() > goroutines; time.Sleep(10 * time.Millisecond) {
@@ -225,4 +241,39 @@ func readSequences(t *testing.T, bootstrap, topic string, n int, timeout time.Du
 		}
 	}
 	return seqs
+}
+
+// Each event is counted once, whichever client reports first: a replaced
+// client's delivery settles an event sent again (the new client's report of
+// it is then no second count), and its failures are left to the new client,
+// whose failure of an event the old one may have written is unknown.
+func TestReport_countsEachEventOnceAcrossClients(t *testing.T) {
+	var out syncBuffer
+	s, err := New(Options{Topic: "timestamp", Source: quietSource, Kafka: kafka.ConfigMap{"bootstrap.servers": "localhost:1"}},
+		testLogger(&out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, fresh := &client{}, &client{}
+	old.retired.Store(true)
+	span := trace.SpanFromContext(context.Background())
+	for id := uint64(1); id <= 3; id++ {
+		s.pending[id] = pending{ev: event.Event{ID: id, Time: time.Now()}, span: span, maybeWritten: true}
+	}
+	topic := "timestamp"
+	ok := kafka.TopicPartition{Topic: &topic, Offset: 7}
+	purged := kafka.TopicPartition{Topic: &topic, Error: kafka.NewError(kafka.ErrPurgeInflight, "purged", false)}
+	timedOut := kafka.TopicPartition{Topic: &topic, Error: kafka.NewError(kafka.ErrMsgTimedOut, "timed out", false)}
+
+	s.report(old, 1, ok)         // the old client wrote it after all
+	s.report(fresh, 1, ok)       // and so did the new one: written twice, counted once
+	s.report(old, 2, purged)     // left to the new client
+	s.report(fresh, 2, ok)       // delivered
+	s.report(old, 3, purged)     // left to the new client
+	s.report(fresh, 3, timedOut) // the old one may have written it: unknown, not failed
+	c := s.Counts()
+	if c.Delivered != 2 || c.Unknown != 1 || c.Failed != 0 || len(s.pending) != 0 {
+		t.Errorf("delivered %d, unknown %d, failed %d, %d pending; want 2, 1, 0 and none", c.Delivered, c.Unknown, c.Failed, len(s.pending))
+	}
 }
