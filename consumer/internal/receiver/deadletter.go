@@ -131,6 +131,13 @@ func permanent(err error) bool {
 	return errors.As(err, &kerr) && (permanentCodes[kerr.Code()] != "" || kerr.IsFatal())
 }
 
+// errorCode is err's Kafka error code, if it has one.
+func errorCode(err error) kafka.ErrorCode {
+	var kerr kafka.Error
+	errors.As(err, &kerr)
+	return kerr.Code()
+}
+
 // codeName is the name of err's Kafka error code.
 func codeName(err error) string {
 	var kerr kafka.Error
@@ -247,8 +254,13 @@ func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]s
 
 // maxMessageBytes is the topic's max.message.bytes: its own, or the broker's default.
 func (r *Receiver) maxMessageBytes(ctx context.Context, topic string) (int, error) {
-	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
 	what := fmt.Sprintf("describing topic %q", topic)
+	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
+	// A broker may not know yet of a topic another client created a moment ago: it is asked again.
+	for errorCode(firstErr(err, res)) == kafka.ErrUnknownTopicOrPart && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		res, err = r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
+	}
 	if err = firstErr(err, res); err != nil {
 		return 0, r.fail(what, err)
 	}

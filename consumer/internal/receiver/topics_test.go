@@ -25,6 +25,7 @@ type fakeAdmin struct {
 	created map[string]map[string]string
 	specs   []kafka.TopicSpecification // every topic asked for
 	offered string                     // the brokers' group.coordinator.rebalance.protocols
+	notYet  int                        // topic descriptions answered UNKNOWN_TOPIC_OR_PART first, as by a broker new topics have not reached yet
 }
 
 func (a *fakeAdmin) CreateTopics(_ context.Context, ts []kafka.TopicSpecification, _ ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error) {
@@ -68,6 +69,12 @@ func (a *fakeAdmin) DescribeConfigs(_ context.Context, rs []kafka.ConfigResource
 		if !ok {
 			limit = 1048588 // the broker's default
 		}
+		if a.notYet > 0 {
+			a.notYet--
+			out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name,
+				Error: kafka.NewError(kafka.ErrUnknownTopicOrPart, "Broker: Unknown topic or partition", false)})
+			continue
+		}
 		out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name, Error: a.refuse["describe"],
 			Config: map[string]kafka.ConfigEntryResult{"max.message.bytes": {Name: "max.message.bytes", Value: strconv.Itoa(limit)}}})
 	}
@@ -97,10 +104,12 @@ func TestEnsureTopics_sizesTheDeadLetterTopic(t *testing.T) {
 		name     string
 		exists   bool // the dead-letter topic exists before the start
 		limits   map[string]int
+		notYet   int    // descriptions of a topic the broker does not know yet
 		want     int    // the dead-letter topic's max.message.bytes afterwards
 		wantLine string // "" when nothing may be logged about it
 	}{
 		{name: "created with room for the headers", want: 1048588 + 2048},
+		{name: "described once the broker knows the topic", notYet: 3, want: 1048588 + 2048},
 		{name: "raised when too small", exists: true, limits: map[string]int{topic + ".dlq": 1048588}, want: 1048588 + 2048,
 			wantLine: `"msg":"Raised max.message.bytes of the dead-letter topic","topic":"timestamp.dlq","from":1048588,"to":1050636,"source_limit":1048588}`},
 		{name: "left alone when large enough", exists: true, limits: map[string]int{topic: 2000, topic + ".dlq": 9000}, want: 9000},
@@ -118,7 +127,7 @@ func TestEnsureTopics_sizesTheDeadLetterTopic(t *testing.T) {
 			for k, v := range tt.limits {
 				limits[k] = v
 			}
-			admin := &fakeAdmin{mc: mc, limits: limits}
+			admin := &fakeAdmin{mc: mc, limits: limits, notYet: tt.notYet}
 			var out syncBuffer
 			r := newReceiver(t, mc, &out, config.Config{}, nil)
 			t.Cleanup(r.Close)
