@@ -239,7 +239,7 @@ func (r *Receiver) result() Result {
 }
 
 func (r *Receiver) consume(ctx context.Context) error {
-	err := r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
+	err := r.subscribe()
 	for err == nil && ctx.Err() == nil && (r.cfg.Count == 0 || r.received.Load() < int64(r.cfg.Count)) {
 		ev := r.c.Poll(100)
 		now := time.Now() // once per event: four reads were 4.5 % of the CPU at full speed
@@ -550,5 +550,13 @@ func (r *Receiver) newClient() error {
 	r.current.Store(c) // the old one's callbacks, as it closes, change nothing here
 	r.closing.Go(func() { _ = old.Close() })
 	r.recovered.Add(1)
+	return r.subscribe()
+}
+
+// subscribe joins the group. The topic's metadata is fetched first, into the client's cache: with
+// the consumer protocol (KIP-848) the broker names assigned topics by id, and librdkafka 2.15 sets
+// aside an assignment whose topic id it cannot resolve yet, for up to a minute seen here.
+func (r *Receiver) subscribe() error {
+	_, _ = r.c.GetMetadata(&r.cfg.Topic, false, 5000) // at worst, the join resolves the id itself
 	return r.c.SubscribeTopics([]string{r.cfg.Topic}, r.rebalanced)
 }
