@@ -142,8 +142,10 @@ func (c *cluster) topic(topic string) (leaders map[int32]int32, replicas map[int
 }
 
 // waitInSync waits until every partition of every topic, the internal ones
-// included, has a leader and all its replicas in sync: the state a rolling
-// restart waits for between nodes, and the next scenario starts from.
+// included, has a leader and all its replicas in sync, and the controller
+// would place a new topic's three copies (it counts no node as fenced): the
+// state a rolling restart waits for between nodes, and the next scenario
+// starts from.
 func (c *cluster) waitInSync(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	waitUntil(t, timeout, "every replica in sync", func() error {
@@ -158,7 +160,16 @@ func (c *cluster) waitInSync(t *testing.T, timeout time.Duration) {
 				}
 			}
 		}
-		return nil
+		return withAdmin(c.bootstrap, func(a *kafka.AdminClient) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res, err := a.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: "e2e-probe-" + runID, NumPartitions: 1, ReplicationFactor: 3}},
+				kafka.SetAdminValidateOnly(true))
+			if err == nil && res[0].Error.Code() != kafka.ErrNoError {
+				err = fmt.Errorf("a topic of three copies: %w", res[0].Error)
+			}
+			return err
+		})
 	})
 }
 
