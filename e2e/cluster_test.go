@@ -245,46 +245,9 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 		assertFigures(t, f, limits{})
 	})
 
-	// (b) Two of three nodes stop: one copy is not enough (min.insync.replicas=2),
-	// so the producer gets no acknowledgement and keeps its events; once a
-	// second node is back it delivers them all.
-	t.Run("two nodes down", func(t *testing.T) {
-		topic := name(t, "topic")
-		p := startService(t, producerBin, "producer", producerArgs(c.bootstrap, topic, "--interval", "1ms", "--count", "30000")...)
-		p.waitCount(msgDelivered, 3000, 2*time.Minute)
-		c.stop(t, 1, dc.SIGTERM)
-		c.stop(t, 2, dc.SIGTERM)
-		down := time.Now()
-		time.Sleep(10 * time.Second)
-		back := time.Now()
-		c.start(t, 2)
-		acked := p.count(msgDelivered)
-		p.waitFor("deliveries once a second node is back", 3*time.Minute, func() bool { return p.count(msgDelivered) > acked })
-		resumed := time.Now()
-		c.start(t, 1)
-		c.waitInSync(t, 3*time.Minute)
-		if code := p.wait(3 * time.Minute); code != 0 {
-			t.Errorf("producer exited with %d; want 0", code)
-		}
-		// What was in flight as the second node stopped may still be acknowledged in its first second.
-		whileDown := countBetween(p, msgDelivered, down.Add(time.Second), back)
-		f := check(observation{producers: logsOf(p), log: readTopic(t, c.bootstrap, topic)})
-		f.add("delivered_with_one_node", whileDown)
-		f.add("sent_with_one_node", countBetween(p, msgSending, down, back))
-		f.add("resumed_after", resumed.Sub(down).Round(100*time.Millisecond))
-		assertFigures(t, f, limits{})
-		if whileDown > 0 {
-			t.Errorf("%d events acknowledged with one node up; min.insync.replicas=2 allows none", whileDown)
-		}
-		// Waiting for copies is no leader stall: re-creating the client
-		// would send the events in flight twice.
-		if n := countBetween(p, msgLeaderStall, down, resumed); n > 0 {
-			t.Errorf("the producer re-created its client %d times while it waited for a second copy", n)
-		}
-	})
-
-	// (c) The group grows from one consumer to three and back while events
-	// flow: every event is handled, each of the three receives some, and
+	// (b) The group grows from one consumer to three and back while events
+	// flow (before two nodes stop, which leaves the cluster slow to settle
+	// on two cores): every event is handled, each of the three receives some, and
 	// the partitions move only after the offsets handled were committed.
 	t.Run("group scales 1-3-1", func(t *testing.T) {
 		topic, group := name(t, "topic"), name(t, "group")
@@ -352,6 +315,44 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 		}
 		f.add("received_each", strings.Join(each, ","))
 		assertFigures(t, f, limits{})
+	})
+
+	// (c) Two of three nodes stop: one copy is not enough (min.insync.replicas=2),
+	// so the producer gets no acknowledgement and keeps its events; once a
+	// second node is back it delivers them all.
+	t.Run("two nodes down", func(t *testing.T) {
+		topic := name(t, "topic")
+		p := startService(t, producerBin, "producer", producerArgs(c.bootstrap, topic, "--interval", "1ms", "--count", "30000")...)
+		p.waitCount(msgDelivered, 3000, 2*time.Minute)
+		c.stop(t, 1, dc.SIGTERM)
+		c.stop(t, 2, dc.SIGTERM)
+		down := time.Now()
+		time.Sleep(10 * time.Second)
+		back := time.Now()
+		c.start(t, 2)
+		acked := p.count(msgDelivered)
+		p.waitFor("deliveries once a second node is back", 3*time.Minute, func() bool { return p.count(msgDelivered) > acked })
+		resumed := time.Now()
+		c.start(t, 1)
+		c.waitInSync(t, 3*time.Minute)
+		if code := p.wait(3 * time.Minute); code != 0 {
+			t.Errorf("producer exited with %d; want 0", code)
+		}
+		// What was in flight as the second node stopped may still be acknowledged in its first second.
+		whileDown := countBetween(p, msgDelivered, down.Add(time.Second), back)
+		f := check(observation{producers: logsOf(p), log: readTopic(t, c.bootstrap, topic)})
+		f.add("delivered_with_one_node", whileDown)
+		f.add("sent_with_one_node", countBetween(p, msgSending, down, back))
+		f.add("resumed_after", resumed.Sub(down).Round(100*time.Millisecond))
+		assertFigures(t, f, limits{})
+		if whileDown > 0 {
+			t.Errorf("%d events acknowledged with one node up; min.insync.replicas=2 allows none", whileDown)
+		}
+		// Waiting for copies is no leader stall: re-creating the client
+		// would send the events in flight twice.
+		if n := countBetween(p, msgLeaderStall, down, resumed); n > 0 {
+			t.Errorf("the producer re-created its client %d times while it waited for a second copy", n)
+		}
 	})
 
 	// (d) A rolling restart, one node at a time, each back in sync before

@@ -145,10 +145,11 @@ func handledOffsetsBefore(s *service, t time.Time) map[int32]int64 {
 // beforeFault records the group's committed offsets as a fault begins.
 func beforeFault(t *testing.T, bootstrap, group, topic string) fault {
 	t.Helper()
-	committed, err := committedOffsets(bootstrap, group, topic)
-	if err != nil {
-		t.Fatalf("committed offsets of %s before a fault: %v", group, err)
-	}
+	var committed map[int32]int64
+	waitUntil(t, 30*time.Second, "committed offsets of "+group+" before a fault", func() (err error) {
+		committed, err = committedOffsets(bootstrap, group, topic) // a new client's first connection may fail
+		return err
+	})
 	return fault{at: time.Now(), committed: committed}
 }
 
