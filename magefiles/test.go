@@ -31,7 +31,7 @@ const quickScenarios = "^(TestTimestamps_arriveInOrderWithLatency|TestBroker_res
 // The e2e scenarios run on one broker: the timestamps arrive in order,
 // and nothing is lost when the broker restarts, a consumer is killed, the
 // producer stops, or bad input comes (it goes to the dead-letter topic).
-// About 5 minutes once the images are built; test:full runs everything.
+// About 4.5 minutes once the images are built; test:full runs everything.
 // The e2e suite runs KAFKA_IMAGE (pulled when missing; where no registry
 // answers, the offline build of image:kafka). Without a Docker engine the
 // scenarios are skipped with one line, except under CI=true or
@@ -58,7 +58,7 @@ func (Test) Quick() error {
 // cluster's faults, observability, compose, the Mage targets and the
 // images. It runs KAFKA_IMAGE, the service images (built with docker
 // compose; offline, with image:apps) and PROMETHEUS_IMAGE (offline with
-// image:prometheus). About 15 minutes here.
+// image:prometheus). About 13 minutes here.
 func (Test) Full() error {
 	mg.Deps(needCgo)
 	env, err := e2eImages(true)
