@@ -86,15 +86,10 @@ type fromSource struct {
 // New creates the consumer and the dead-letter producer; its errors come from the client
 // configuration. tracer starts a process span per event (nil: none).
 func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, error) {
-	// Readiness, the client's metrics and the leader-stall guard read the client's statistics.
-	if _, set := cfg.Kafka["statistics.interval.ms"]; !set {
-		cfg.Kafka = maps.Clone(cfg.Kafka)
-		if cfg.Kafka == nil {
-			cfg.Kafka = map[string]string{}
-		}
-		cfg.Kafka["statistics.interval.ms"] = "5000"
+	every := 5000 // statistics.interval.ms, unless set
+	if v, set := cfg.Kafka["statistics.interval.ms"]; set {
+		every, _ = strconv.Atoi(v)
 	}
-	every, _ := strconv.Atoi(cfg.Kafka["statistics.interval.ms"])
 	r := &Receiver{cfg: cfg, log: log, now: time.Now, storeEvery: storeEvery, recreate: make(chan chan error),
 		toStore: map[int32]kafka.TopicPartition{}, highest: map[fromSource]uint64{}, pending: map[int32]*deadLetter{},
 		logs: make(chan kafka.LogEvent, 1000), logsDone: make(chan struct{}),
@@ -105,7 +100,9 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 			Help: "Changes of this consumer's assignment, by change: assigned, revoked or lost."}, []string{"change"})}
 	// A new group starts from the oldest event: none sent before it is skipped.
 	// librdkafka waits a second to refill a full local queue, stalling a fast reader.
-	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100}
+	// Readiness, the client's metrics and the leader-stall guard read the client's statistics.
+	r.cm = kafka.ConfigMap{"auto.offset.reset": "earliest", "log.connection.close": false, "fetch.queue.backoff.ms": 100,
+		"statistics.interval.ms": every}
 	r.useProtocol(cfg.GroupProtocol)
 	r.dlqCM = kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
 	for k, v := range cfg.Kafka {
@@ -209,16 +206,16 @@ func consumerOnly(k string) bool {
 // returns an error for a fatal client error, a message the dead-letter topic refused, or a
 // leader stall the client could not be re-created after.
 func (r *Receiver) Run(ctx context.Context) (Result, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var guarding sync.WaitGroup
 	guarding.Go(func() {
-		if err := r.guard.Run(ctx, r.askNewClient); err != nil {
-			cancel(err)
+		if r.guard.Run(ctx, r.askNewClient) != nil {
+			cancel()
 		}
 	})
 	err := r.consume(ctx)
-	cancel(nil)
+	cancel()
 	guarding.Wait()
 	if err == nil {
 		err = r.guard.Healthy() // set when the guard gave up and ended the run

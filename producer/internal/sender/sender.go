@@ -107,7 +107,9 @@ type client struct {
 
 // New creates the producer. Errors here come from the client configuration.
 func New(opts Options, log *slog.Logger) (*Sender, error) {
-	cm := kafka.ConfigMap{"log.connection.close": false} // idle disconnects are normal
+	cm := kafka.ConfigMap{"log.connection.close": false, // idle disconnects are normal
+		// Readiness, the client's metrics and the leader-stall guard read the client's statistics.
+		"statistics.interval.ms": 5000}
 	maps.Copy(cm, opts.Kafka)
 	maps.Copy(cm, kafka.ConfigMap{
 		"enable.idempotence":        true,   // one copy per event, in order, across retries and failover; implies acks=all
@@ -120,10 +122,6 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 	// librdkafka says when the idempotent producer got its id only in its "eos" debug logs.
 	debug, _ := cm["debug"].(string)
 	cm["debug"] = strings.TrimPrefix(debug+",eos", ",")
-	// Readiness, the client's metrics and the leader-stall guard read the client's statistics.
-	if _, set := cm["statistics.interval.ms"]; !set {
-		cm["statistics.interval.ms"] = 5000
-	}
 	every, _ := strconv.Atoi(fmt.Sprint(cm["statistics.interval.ms"]))
 	s := &Sender{log: log, opts: opts, cm: cm, room: make(chan struct{}, 1), pending: map[uint64]pending{},
 		stats: newClientStats(time.Duration(every) * time.Millisecond), tracer: cmp.Or(opts.Tracer, trace.Tracer(noop.Tracer{})),
