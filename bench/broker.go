@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/event-driven-go/kafka-go/internal/stack"
+	"github.com/event-driven-go/kafka-go/internal/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -229,6 +230,15 @@ func (b *bench) createTopic(ctx context.Context, topic string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// createTopics creates topic and topic.dlq, each of one partition, as
+// `go tool mage up` does for the services: they create none.
+func (b *bench) createTopics(ctx context.Context, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := topics.Ensure(ctx, b.cl, topics.Spec{Topic: topic, Partitions: 1, Replication: 1})
+	return err
 }
 
 // deleteTopics deletes topics, so that the broker's disk does not fill up

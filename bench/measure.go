@@ -377,10 +377,8 @@ func (b *bench) consumerThroughput(ctx context.Context) ([]*cell, error) {
 	for _, size := range b.plan.sizes {
 		n := b.plan.consumerMessages[size]
 		topic := b.topic("c", size)
-		for _, t := range []string{topic, topic + ".dlq"} {
-			if err := b.createTopic(ctx, t); err != nil {
-				return nil, err
-			}
+		if err := b.createTopics(ctx, topic); err != nil {
+			return nil, err
 		}
 		if _, err := runChild(ctx, b.ourProducer(topic, 0, n, size, throughputProfile())); err != nil {
 			return nil, err
@@ -513,10 +511,8 @@ func profileNamed(ps []profile, name string) profile {
 // first drop are left out.
 func (b *bench) ourLatency(ctx context.Context, interval time.Duration, n int, drop time.Duration, p profile, round int) (sample, error) {
 	topic := b.topic("l", p.name, interval.Microseconds(), round)
-	for _, t := range []string{topic, topic + ".dlq"} {
-		if err := b.createTopic(ctx, t); err != nil {
-			return nil, err
-		}
+	if err := b.createTopics(ctx, topic); err != nil {
+		return nil, err
 	}
 	defer b.deleteTopics(ctx, topic, topic+".dlq")
 	assigned := make(chan struct{})

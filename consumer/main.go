@@ -50,7 +50,6 @@ type env struct {
 	stdout, stderr io.Writer
 	signals        <-chan os.Signal
 	exit           func(code int) // ends the process when the shutdown is cut short
-	admin          receiver.Admin // nil: the cluster's admin API
 }
 
 // run is the whole program; it returns the exit code.
@@ -111,7 +110,14 @@ func run(ctx context.Context, e env) int {
 		"group", cfg.Group, "group_protocol", cfg.GroupProtocol, "dlq", cfg.DLQTopic, "librdkafka", lib)
 
 	var res receiver.Result
-	if err = r.EnsureTopics(ctx, e.admin, startupTimeout); err == nil {
+	setupCtx, setupDone := context.WithTimeout(ctx, startupTimeout)
+	err = r.CheckTopics(setupCtx)
+	setupDone()
+	if errors.Is(err, receiver.ErrMissing) {
+		err = fmt.Errorf("%w at %s: the consumer creates none; create %q and %q first (go tool mage up does; "+
+			"docs/configuration.md says how elsewhere)", err, cfg.BootstrapServers, cfg.Topic, cfg.DLQTopic)
+	}
+	if err == nil {
 		started.Store(true)
 		res, err = r.Run(ctx)
 	} else if r.Close(); ctx.Err() != nil {

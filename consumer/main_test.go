@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -68,6 +67,8 @@ func TestRun_exitCodes(t *testing.T) {
 			absent: []string{"Received: "}},
 		{name: "stopped while Kafka is out of reach", args: []string{"--bootstrap-servers", "127.0.0.1:1"}, stop: time.Second, code: 0,
 			stdout: []string{"Consumer stopped received=0 duplicates=0 dead_lettered=0 recovered=0\n"}},
+		{name: "missing topic", args: []string{"--bootstrap-servers", broker, "--topic", "nowhere"}, code: 1,
+			stdout: []string{`topic \"nowhere\" does not exist at ` + broker + `: the consumer creates none; create \"nowhere\" and \"nowhere.dlq\" first`}},
 		{name: "events through a channel", args: []string{"-X", "go.events.channel.enable=true"}, code: 2,
 			stderr: `consumer: invalid -X "go.events.channel.enable=true": go.* properties change how the client hands events to the consumer, which it relies on`},
 		{name: "dead-letter topic refuses", code: 1,
@@ -87,7 +88,7 @@ func TestRun_exitCodes(t *testing.T) {
 			}
 			start := time.Now()
 			code := run(ctx, env{args: tt.args, getenv: func(k string) string { return tt.env[k] },
-				stdout: &stdout, stderr: &stderr, signals: signals, admin: brokerDefaults{},
+				stdout: &stdout, stderr: &stderr, signals: signals,
 				exit: func(code int) { t.Errorf("the shutdown was cut short with exit code %d", code) }})
 			if tt.stop > 0 && time.Since(start) > tt.stop+3*time.Second {
 				t.Errorf("run took %s to stop after the signal", time.Since(start)-tt.stop)
@@ -110,31 +111,6 @@ func TestRun_exitCodes(t *testing.T) {
 			}
 		})
 	}
-}
-
-// brokerDefaults answers the admin requests of start-up, which the mock
-// cluster does not serve, as a broker with default settings would.
-type brokerDefaults struct{}
-
-func (brokerDefaults) CreateTopics(context.Context, []kafka.TopicSpecification, ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error) {
-	return nil, errors.New("the mock cluster's topics are created by the test")
-}
-
-func (brokerDefaults) DescribeConfigs(_ context.Context, rs []kafka.ConfigResource, _ ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error) {
-	var out []kafka.ConfigResourceResult
-	for _, r := range rs {
-		out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name,
-			Config: map[string]kafka.ConfigEntryResult{"max.message.bytes": {Name: "max.message.bytes", Value: "1048588"}}})
-	}
-	return out, nil
-}
-
-func (brokerDefaults) IncrementalAlterConfigs(_ context.Context, rs []kafka.ConfigResource, _ ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error) {
-	var out []kafka.ConfigResourceResult
-	for _, r := range rs {
-		out = append(out, kafka.ConfigResourceResult{Type: r.Type, Name: r.Name})
-	}
-	return out, nil
 }
 
 func TestWatchdog(t *testing.T) {

@@ -214,7 +214,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 	// elect a new leader from the in-sync copies and the producer goes on;
 	// nothing acknowledged is lost and one producer's events stay in order.
 	t.Run("leader killed", func(t *testing.T) {
-		topic := name(t, "topic")
+		topic := provision(t, c.bootstrap, name(t, "topic"))
 		p := startService(t, producerBin, "producer", producerArgs(c.bootstrap, topic, "--interval", "1ms", "--count", "40000")...)
 		p.waitCount(msgDelivered, 3000, 2*time.Minute)
 		checkLayout(t, topic)
@@ -250,7 +250,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 	// on two cores): every event is handled, each of the three receives some, and
 	// the partitions move only after the offsets handled were committed.
 	t.Run("group scales 1-3-1", func(t *testing.T) {
-		topic, group := name(t, "topic"), name(t, "group")
+		topic, group := provision(t, c.bootstrap, name(t, "topic")), name(t, "group")
 		args := consumerArgs(c.bootstrap, topic, group, "-X", "auto.commit.interval.ms=1000", "-X", "debug=cgrp", "--log-level", "debug")
 		p := startService(t, producerBin, "producer", producerArgs(c.bootstrap, topic, "--key", "none", "--interval", "1ms", "--count", "45000")...)
 		first := startService(t, consumerBin, "consumer#1", args...)
@@ -321,7 +321,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 	// so the producer gets no acknowledgement and keeps its events; once a
 	// second node is back it delivers them all.
 	t.Run("two nodes down", func(t *testing.T) {
-		topic := name(t, "topic")
+		topic := provision(t, c.bootstrap, name(t, "topic"))
 		p := startService(t, producerBin, "producer", producerArgs(c.bootstrap, topic, "--interval", "1ms", "--count", "30000")...)
 		p.waitCount(msgDelivered, 3000, 2*time.Minute)
 		c.stop(t, 1, dc.SIGTERM)
@@ -358,7 +358,7 @@ func TestCluster_survivesBrokerFaults(t *testing.T) {
 	// (d) A rolling restart, one node at a time, each back in sync before
 	// the next: the way a cluster is upgraded, with nothing lost.
 	t.Run("rolling restart", func(t *testing.T) {
-		topic := name(t, "topic")
+		topic := provision(t, c.bootstrap, name(t, "topic"))
 		// Keyed (one partition): spread over six, librdkafka's broker
 		// threads cost the producer about three times the CPU at this rate,
 		// which two cores shared with three restarting nodes do not have.

@@ -42,6 +42,7 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 		"PROMETHEUS_IMAGE="+suite.settings.prometheusImage,
 		"KAFKA_IMAGE="+suite.settings.kafkaImage,
 		"PRODUCER_IMAGE="+suite.settings.producerImage,
+		"TOPICS_IMAGE="+suite.settings.topicsImage,
 		"CONSUMER_IMAGE="+suite.settings.consumerImage,
 		"PRODUCER_INTERVAL=200ms",
 		"LOG_FORMAT=json",
@@ -83,6 +84,16 @@ func TestCompose_appProfileThenClean(t *testing.T) {
 		t.Errorf("inspect the kafka service: %v", err)
 	} else if info.State.Health.Status != "healthy" {
 		t.Errorf("kafka service health %q; the app services start only once it is healthy", info.State.Health.Status)
+	}
+	// The one-shot topics service created the topics and exited 0 before
+	// the services started: they create none.
+	topics := projectContainer(t, pool, project, "topics")
+	if info, err := pool.Client.InspectContainer(topics); err != nil {
+		t.Errorf("inspect the topics service: %v", err)
+	} else if info.State.Running || info.State.ExitCode != 0 {
+		var out bytes.Buffer
+		_ = pool.Client.Logs(dc.LogsOptions{Container: topics, OutputStream: &out, ErrorStream: &out, Stdout: true, Stderr: true})
+		t.Errorf("topics service running %v, exit code %d; want it done with 0:\n%s", info.State.Running, info.State.ExitCode, out.String())
 	}
 	// The services' images check their own /readyz (their healthcheck
 	// subcommand, no curl): the consumer turns healthy once a member of its

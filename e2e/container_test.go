@@ -25,7 +25,7 @@ func runImage(t *testing.T, pool *dockertest.Pool, image, name, network string, 
 		Name:       name,
 		Repository: repo,
 		Tag:        tag,
-		Cmd:        append([]string{"--log-format", "json"}, args...),
+		Cmd:        args,
 		Labels:     runLabels(),
 	}, func(hc *dc.HostConfig) {
 		hc.NetworkMode = network
@@ -59,6 +59,18 @@ func runImage(t *testing.T, pool *dockertest.Pool, image, name, network string, 
 		t.Fatalf("logs of %s: %v", name, err)
 	}
 	return parseLogLines(t, &stdout), code
+}
+
+// provisionIn creates topic and its dead-letter topic with the topics
+// image (the compose app profile's one-shot service) on network, as a
+// user of the images does before starting the services.
+func provisionIn(t *testing.T, pool *dockertest.Pool, network, bootstrap, topic string) string {
+	t.Helper()
+	if _, code := runImage(t, pool, suite.settings.topicsImage, name(t, "topics"), network,
+		"--bootstrap-servers", bootstrap, "--topic", topic); code != 0 {
+		t.Fatalf("the topics image exited with %d; want 0", code)
+	}
+	return topic
 }
 
 // parseLogLines decodes the JSON lines of a service's output.

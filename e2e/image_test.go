@@ -91,12 +91,12 @@ func TestKafkaImage_withoutEnv(t *testing.T) {
 		t.Error("the broker runs as root; want a non-root user")
 	}
 
-	topic, group := name(t, "topic"), name(t, "group")
 	const n = 5
 	network := "container:" + c.ID // the broker's localhost
-	pLines, pCode := runImage(t, pool, suite.settings.producerImage, name(t, "producer"), network,
+	topic, group := provisionIn(t, pool, network, "localhost:9092", name(t, "topic")), name(t, "group")
+	pLines, pCode := runImage(t, pool, suite.settings.producerImage, name(t, "producer"), network, "--log-format", "json",
 		"--bootstrap-servers", "localhost:9092", "--topic", topic, "--interval", "100ms", "--count", fmt.Sprint(n))
-	cLines, cCode := runImage(t, pool, suite.settings.consumerImage, name(t, "consumer"), network,
+	cLines, cCode := runImage(t, pool, suite.settings.consumerImage, name(t, "consumer"), network, "--log-format", "json",
 		"--bootstrap-servers", "localhost:9092", "--topic", topic, "--group", group, "--count", fmt.Sprint(n))
 	if pCode != 0 || cCode != 0 {
 		t.Fatalf("producer exited %d, consumer %d; want 0 and 0\nproducer:%s\nconsumer:%s", pCode, cCode, describe(pLines), describe(cLines))
@@ -138,12 +138,12 @@ func TestKafkaImage_withComposeEnv(t *testing.T) {
 		t.Fatalf("connect the broker to %s: %v", net.Network.Name, err)
 	}
 
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provisionIn(t, pool, net.Network.Name, internalBootstrap, name(t, "topic")), name(t, "group")
 	const n = 5
-	pLines, pCode := runImage(t, pool, suite.settings.producerImage, name(t, "producer"), net.Network.Name,
+	pLines, pCode := runImage(t, pool, suite.settings.producerImage, name(t, "producer"), net.Network.Name, "--log-format", "json",
 		"--bootstrap-servers", internalBootstrap, "--topic", topic, "--interval", "100ms", "--count", fmt.Sprint(n),
 		"--log-level", "debug")
-	cLines, cCode := runImage(t, pool, suite.settings.consumerImage, name(t, "consumer"), net.Network.Name,
+	cLines, cCode := runImage(t, pool, suite.settings.consumerImage, name(t, "consumer"), net.Network.Name, "--log-format", "json",
 		"--bootstrap-servers", internalBootstrap, "--topic", topic, "--group", group, "--count", fmt.Sprint(n))
 	if pCode != 0 || cCode != 0 {
 		t.Fatalf("producer exited %d, consumer %d; want 0 and 0\nproducer:%s\nconsumer:%s", pCode, cCode, describe(pLines), describe(cLines))

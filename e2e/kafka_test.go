@@ -310,5 +310,5 @@ func imageHint(pool *dockertest.Pool, image string) string {
 	if _, err := pool.Client.InspectImage(image); err == nil {
 		return ""
 	}
-	return fmt.Sprintf(" (image %s is not on this machine and could not be pulled: build the offline images with `go tool mage image:all` and set KAFKA_IMAGE, PRODUCER_IMAGE and CONSUMER_IMAGE to their tags)", image)
+	return fmt.Sprintf(" (image %s is not on this machine and could not be pulled: build the offline images with `go tool mage image:all` and set KAFKA_IMAGE, PRODUCER_IMAGE, CONSUMER_IMAGE and TOPICS_IMAGE to their tags)", image)
 }

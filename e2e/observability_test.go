@@ -31,7 +31,7 @@ func TestObservability_lagDrainsThroughPrometheus(t *testing.T) {
 	defer teardownOnPanic()
 	b := sharedKafka(t, true)
 	producerBin, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, b.bootstrap, name(t, "topic")), name(t, "group")
 	const backlog = 5000
 
 	p := startService(t, producerBin, "producer", producerArgs(b.bootstrap, topic, "--interval", "0", "--count",
@@ -89,7 +89,7 @@ func TestObservability_readyzFollowsTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, b.bootstrap, name(t, "topic")), name(t, "group")
 	pAddr, cAddr := "127.0.0.1:"+strconv.Itoa(freePort(t)), "127.0.0.1:"+strconv.Itoa(freePort(t))
 	startService(t, consumerBin, "consumer", consumerArgs(b.bootstrap, topic, group, "--http-addr", cAddr, "-X", statsEvery)...)
 	startService(t, producerBin, "producer", producerArgs(b.bootstrap, topic, "--interval", "200ms", "--http-addr", pAddr,
@@ -145,7 +145,7 @@ func TestObservability_traceIDsJoinProducerAndConsumer(t *testing.T) {
 	defer teardownOnPanic()
 	b := sharedKafka(t, true)
 	producerBin, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, b.bootstrap, name(t, "topic")), name(t, "group")
 	const n = 50
 	c := startService(t, consumerBin, "consumer", consumerArgs(b.bootstrap, topic, group, "--count", strconv.Itoa(n))...)
 	p := startService(t, producerBin, "producer", producerArgs(b.bootstrap, topic, "--interval", "10ms", "--count", strconv.Itoa(n))...)

@@ -19,7 +19,7 @@ func TestTimestamps_arriveInOrderWithLatency(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, false)
 	producerBin, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, k.bootstrap, name(t, "topic")), name(t, "group")
 	const n = 20
 
 	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group,
@@ -199,7 +199,7 @@ func TestBroker_restartsLoseNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, b.bootstrap, name(t, "topic")), name(t, "group")
 	const (
 		commitInterval = time.Second
 	)
@@ -296,7 +296,7 @@ func TestConsumer_killedLosesNothing(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, true)
 	producerBin, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, k.bootstrap, name(t, "topic")), name(t, "group")
 	const (
 		commitInterval = time.Second
 		kills          = 2
@@ -345,7 +345,7 @@ func TestProducer_stoppedDeliversEverythingAccepted(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, true)
 	producerBin, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, k.bootstrap, name(t, "topic")), name(t, "group")
 
 	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group)...)
 	p := startService(t, producerBin, "producer", producerArgs(k.bootstrap, topic,

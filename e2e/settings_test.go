@@ -19,6 +19,7 @@ type settings struct {
 	kafkaImage    string
 	producerImage string
 	consumerImage string
+	topicsImage   string // the app profile's one-shot service that creates the topics
 	// prometheusImage scrapes the services in the observability scenarios.
 	prometheusImage string
 }
@@ -30,6 +31,7 @@ func loadSettings() (settings, error) {
 		key string
 		to  *string
 	}{{"KAFKA_IMAGE", &s.kafkaImage}, {"PRODUCER_IMAGE", &s.producerImage}, {"CONSUMER_IMAGE", &s.consumerImage},
+		{"TOPICS_IMAGE", &s.topicsImage},
 		{"PROMETHEUS_IMAGE", &s.prometheusImage}} {
 		var err error
 		if *v.to, err = repo.Setting(v.key, ""); err != nil {

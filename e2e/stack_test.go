@@ -189,7 +189,7 @@ func TestDemo_endsAfterDemoEvents(t *testing.T) {
 func TestRunProducer_ctrlCWhileBrokerHangs(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, true)
-	topic := name(t, "topic")
+	topic := provision(t, k.bootstrap, name(t, "topic"))
 	var out syncBuffer
 	cmd := exec.Command(stack.GoCommand(), "tool", "mage", "run:producer")
 	cmd.Dir = repoRoot

@@ -1,15 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/event-driven-go/kafka-go/internal/topics"
 )
 
 // record is one message of a topic as the suite's own reader saw it.
@@ -170,12 +175,22 @@ func newWriter(t *testing.T, bootstrap string) *writer {
 	return &writer{t: t, p: p}
 }
 
-// createTopic creates topic with one partition unless it exists.
-func (w *writer) createTopic(topic string) {
-	w.t.Helper()
-	if err := createTopic(w.p, topic); err != nil {
-		w.t.Fatal(err)
+// provision creates topic and its dead-letter topic with the cluster's
+// defaults, as go tool mage up does (the services create none), and waits
+// until every broker knows both. It returns topic.
+func provision(t *testing.T, bootstrap, topic string) string {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := topics.Ensure(ctx, cl, topics.Spec{Topic: topic}); err != nil {
+		t.Fatalf("create topics %s and %s.dlq at %s: %v", topic, topic, bootstrap, err)
+	}
+	return topic
 }
 
 // write sends one message and returns it as stored: partition and offset.

@@ -88,12 +88,11 @@ func TestConsumer_badInputGoesToDLQ(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, false)
 	_, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, k.bootstrap, name(t, "topic")), name(t, "group")
 	dlqTopic := topic + ".dlq"
 	valid, invalid := loadVectors(t)
 
 	w := newWriter(t, k.bootstrap)
-	w.createTopic(topic)
 	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group)...)
 	c.waitCount(msgPartitionsAsg, 1, time.Minute)
 
@@ -158,13 +157,12 @@ func TestConsumer_refusedDeadLetterStops(t *testing.T) {
 	defer teardownOnPanic()
 	k := sharedKafka(t, false)
 	_, consumerBin := binaries(t)
-	topic, group := name(t, "topic"), name(t, "group")
+	topic, group := provision(t, k.bootstrap, name(t, "topic")), name(t, "group")
 	dlqTopic := topic + ".dlq"
 	valid, _ := loadVectors(t)
 	const pollInterval = 20 * time.Second
 
 	w := newWriter(t, k.bootstrap)
-	w.createTopic(topic)
 	c := startService(t, consumerBin, "consumer", consumerArgs(k.bootstrap, topic, group,
 		"-X", fmt.Sprintf("max.poll.interval.ms=%d", pollInterval.Milliseconds()),
 		// Classic: librdkafka wants its session timeout no longer than the poll interval.
@@ -273,7 +271,7 @@ func TestWire_tutorialFormatsInterop(t *testing.T) {
 	valid, _ := loadVectors(t)
 
 	t.Run("python producer to our consumer", func(t *testing.T) {
-		topic, group := name(t, "topic"), name(t, "group")
+		topic, group := provision(t, k.bootstrap, name(t, "topic")), name(t, "group")
 		var cases []vector
 		for _, v := range valid {
 			if len(v.Headers) == 0 {
@@ -284,7 +282,6 @@ func TestWire_tutorialFormatsInterop(t *testing.T) {
 			t.Fatalf("vectors.json has %d header-less valid vectors; want the Python object and string forms", len(cases))
 		}
 		w := newWriter(t, k.bootstrap)
-		w.createTopic(topic)
 		var written []record
 		for _, v := range cases {
 			written = append(written, w.write(topic, nil, []byte(v.Value), nil))
@@ -319,7 +316,7 @@ func TestWire_tutorialFormatsInterop(t *testing.T) {
 	})
 
 	t.Run("our producer to a plain consumer", func(t *testing.T) {
-		topic := name(t, "topic")
+		topic := provision(t, k.bootstrap, name(t, "topic"))
 		const n = 3
 		p := startService(t, producerBin, "producer", producerArgs(k.bootstrap, topic,
 			"--interval", "10ms", "--count", strconv.Itoa(n))...)

@@ -17,13 +17,14 @@ import (
 // Cluster runs three Kafka nodes (docker-compose.cluster.yml) beside the single one.
 type Cluster mg.Namespace
 
-// Up starts three Kafka nodes and creates the topic.
+// Up starts three Kafka nodes and creates the topics.
 //
 // Each node is a broker and a controller; host clients use
 // localhost:29092,localhost:39092,localhost:49092 (KAFKA_CLUSTER_PORT_1..3).
 // It returns once the three are healthy, the controller quorum has a leader,
-// every broker is registered, and KAFKA_TOPIC (default timestamp) exists with
-// the cluster's defaults: 6 partitions, 3 copies each.
+// every broker is registered, and KAFKA_TOPIC (default timestamp) and its
+// dead-letter topic exist with the cluster's defaults: 6 partitions, 3
+// copies each, every copy in sync.
 func (Cluster) Up(ctx context.Context) error {
 	mg.Deps(needDocker)
 	start := time.Now()
@@ -44,6 +45,12 @@ func (Cluster) Up(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	if _, err := clusterReady(ctx, s.bootstrap(), len(s.nodes), ""); err != nil {
+		return fmt.Errorf("cluster at %s: %w", s.bootstrap(), err)
+	}
+	if err := provision(ctx, s.bootstrap()); err != nil {
+		return err
+	}
 	state, err := clusterReady(ctx, s.bootstrap(), len(s.nodes), topic)
 	if err != nil {
 		return fmt.Errorf("cluster at %s: %w", s.bootstrap(), err)
@@ -63,9 +70,9 @@ func (Cluster) Down() error {
 	return s.down()
 }
 
-// clusterReady waits until the controller quorum has a leader and nodes
-// brokers are registered, then creates topic unless it exists, with the
-// cluster's default partitions and replication. It says what it found.
+// clusterReady waits until the controller quorum has a leader, nodes
+// brokers are registered and, unless topic is empty, every copy of topic
+// is in sync. It says what it found.
 func clusterReady(ctx context.Context, bootstrap string, nodes int, topic string) (string, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
 	if err != nil {
@@ -111,16 +118,15 @@ func clusterState(ctx context.Context, cl *kgo.Client, adm *kadm.Client, nodes i
 	if len(md.Brokers) < nodes {
 		return "", fmt.Errorf("%d of %d brokers registered", len(md.Brokers), nodes)
 	}
+	if topic == "" {
+		return fmt.Sprintf("brokers %v, controller quorum leader %d", md.Brokers.NodeIDs(), q.LeaderID), nil
+	}
 	td, err := adm.ListTopics(ctx, topic)
 	if err != nil {
 		return "", err
 	}
 	if !td.Has(topic) || td[topic].Err != nil {
-		// -1, -1: the cluster's num.partitions and default.replication.factor.
-		if _, err := adm.CreateTopic(ctx, -1, -1, nil, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return "", fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		return "", fmt.Errorf("topic %s was just created", topic)
+		return "", fmt.Errorf("topic %s: %v", topic, td[topic].Err)
 	}
 	t := td[topic]
 	for _, p := range t.Partitions {

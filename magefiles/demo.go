@@ -60,6 +60,9 @@ func Demo(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := provision(ctx, bootstrap); err != nil {
+		return err
+	}
 	// A group of its own that starts at the current end of the topic: the
 	// demo shows this run's events, whatever earlier runs left there.
 	group := fmt.Sprintf("demo-%d", time.Now().UnixNano())

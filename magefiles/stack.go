@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,15 +13,19 @@ import (
 	"time"
 
 	"github.com/event-driven-go/kafka-go/internal/stack"
+	"github.com/event-driven-go/kafka-go/internal/topics"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
 )
 
-// Up starts Kafka with docker compose, waiting until healthy.
+// Up starts Kafka with docker compose and creates the topics.
 //
-// The image is KAFKA_IMAGE, pulled when missing; where no registry answers,
-// the offline build of image:kafka.
-func Up() error {
+// It waits until the broker is healthy, then creates KAFKA_TOPIC (default
+// timestamp) and its dead-letter topic unless they exist: the services
+// create none. The image is KAFKA_IMAGE, pulled when missing; where no
+// registry answers, the offline build of image:kafka.
+func Up(ctx context.Context) error {
 	mg.Deps(needDocker)
 	s, err := newStack()
 	if err != nil {
@@ -30,7 +35,38 @@ func Up() error {
 	if err != nil {
 		return err
 	}
-	return s.up(image)
+	if err := s.up(image); err != nil {
+		return err
+	}
+	return provision(ctx, s.bootstrap())
+}
+
+// provision creates KAFKA_TOPIC and its dead-letter topic (KAFKA_DLQ_TOPIC)
+// at bootstrap unless they exist, and says what it did.
+func provision(ctx context.Context, bootstrap string) error {
+	var spec topics.Spec
+	var err error
+	if spec.Topic, err = repo.Setting("KAFKA_TOPIC", "timestamp"); err != nil {
+		return err
+	}
+	if spec.DLQ, err = repo.Setting("KAFKA_DLQ_TOPIC", ""); err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(bootstrap, ",")...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	did, err := topics.Ensure(ctx, cl, spec)
+	for _, line := range did {
+		fmt.Println("Kafka at " + bootstrap + ": " + line)
+	}
+	if err != nil {
+		return fmt.Errorf("Kafka at %s: %w", bootstrap, err)
+	}
+	return nil
 }
 
 // Down removes the project's containers; Kafka's data stays.

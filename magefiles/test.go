@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/magefile/mage/mg"
@@ -96,9 +97,9 @@ func e2eImages(all bool) (map[string]string, error) {
 	if err != nil || !all {
 		return map[string]string{"KAFKA_IMAGE": kafka}, err
 	}
-	producer, consumer := os.Getenv("PRODUCER_IMAGE"), os.Getenv("CONSUMER_IMAGE")
-	if producer == "" || consumer == "" {
-		if producer, consumer, err = appImages(offline); err != nil {
+	apps := []string{os.Getenv("PRODUCER_IMAGE"), os.Getenv("CONSUMER_IMAGE"), os.Getenv("TOPICS_IMAGE")}
+	if slices.Contains(apps, "") {
+		if apps, err = appImages(offline); err != nil {
 			return nil, err
 		}
 	}
@@ -106,7 +107,7 @@ func e2eImages(all bool) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"KAFKA_IMAGE": kafka, "PRODUCER_IMAGE": producer, "CONSUMER_IMAGE": consumer,
+	return map[string]string{"KAFKA_IMAGE": kafka, "PRODUCER_IMAGE": apps[0], "CONSUMER_IMAGE": apps[1], "TOPICS_IMAGE": apps[2],
 		"PROMETHEUS_IMAGE": prometheus}, nil
 }
 
@@ -130,28 +131,33 @@ func prometheusImage() (string, error) {
 	return tag, nil
 }
 
-// appImages builds the service images with docker compose, as users of the
-// app profile get them, or offline (image:apps) when no registry answers.
-func appImages(offline bool) (producer, consumer string, err error) {
+// appImages builds the images of the app profile (producer, consumer,
+// topics) with docker compose, as its users get them, or offline
+// (image:apps) when no registry answers.
+func appImages(offline bool) ([]string, error) {
 	if !offline {
 		s, err := newStack()
 		if err != nil {
-			return "", "", err
+			return nil, err
 		}
 		err = s.compose("--profile", "app", "build")
 		if err == nil {
-			// The compose file's defaults, where .env names none.
-			if producer, err = repo.Setting("PRODUCER_IMAGE", "event-driven-kafka-go-producer"); err != nil {
-				return "", "", err
+			var tags []string
+			for _, app := range []string{"producer", "consumer", "topics"} {
+				// The compose file's defaults, where .env names none.
+				tag, err := repo.Setting(strings.ToUpper(app)+"_IMAGE", "event-driven-kafka-go-"+app)
+				if err != nil {
+					return nil, err
+				}
+				tags = append(tags, tag)
 			}
-			consumer, err = repo.Setting("CONSUMER_IMAGE", "event-driven-kafka-go-consumer")
-			return producer, consumer, err
+			return tags, nil
 		}
 		fmt.Printf("docker compose could not build the service images (%v): building them offline (go tool mage image:apps).\n", err)
 	}
 	tags, err := builder.Apps()
 	if err != nil {
-		return "", "", fmt.Errorf("build the service images offline: %w", err)
+		return nil, fmt.Errorf("build the service images offline: %w", err)
 	}
-	return tags[0], tags[1], nil
+	return tags, nil
 }

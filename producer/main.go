@@ -77,8 +77,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	// A random part names this process: a restarted producer counts its ids from 1 again.
 	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
 	s, err := sender.New(sender.Options{Topic: cfg.Topic, Source: src, Interval: cfg.Interval, Count: cfg.Count,
-		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, KeyBySource: cfg.Key == "source", Partitions: cfg.Partitions,
-		Replication: cfg.Replication, Tracer: tracer, Kafka: props}, log)
+		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, KeyBySource: cfg.Key == "source", Tracer: tracer, Kafka: props}, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: invalid Kafka client configuration:", err)
 		return 2
@@ -116,7 +115,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 	watching.Go(func() { w.watch(done, stop) })
 
 	setupCtx, cancel := context.WithTimeout(ctx, startupTimeout)
-	err = s.EnsureTopic(setupCtx)
+	err = s.CheckTopic(setupCtx)
 	cancel()
 	if err != nil && ctx.Err() == nil {
 		s.Close()
@@ -160,10 +159,13 @@ func healthcheck(args []string, getenv func(string) string, stdout, stderr io.Wr
 	return 0
 }
 
-// startupError says what failed at start: the cluster did not answer, it
-// refused, or the topic got no leader in time.
+// startupError says what failed at start: the topic is missing, the cluster
+// did not answer, it refused, or the topic got no leader in time.
 func startupError(err error, servers, topic string) error {
 	switch {
+	case errors.Is(err, sender.ErrMissing):
+		return fmt.Errorf("topic %q does not exist at %s: the producer creates none; create it first "+
+			"(go tool mage up does; docs/configuration.md says how elsewhere)", topic, servers)
 	case errors.Is(err, sender.ErrRefused):
 		//lint:ignore ST1005 Kafka is a name
 		return fmt.Errorf("Kafka at %s %w", servers, err)

@@ -61,6 +61,8 @@ func TestRun_exitCodes(t *testing.T) {
 			notStdout: []string{"Sending: "}},
 		{name: "bad value size", args: []string{"--value-size", "10"}, code: 2,
 			stderr: `producer: invalid --value-size "10": want 0 (no padding) or a size from 24 to 65536 bytes`},
+		{name: "missing topic", args: []string{"--bootstrap-servers", broker, "--topic", "nowhere"}, code: 1,
+			stdout: []string{`topic \"nowhere\" does not exist at ` + broker + `: the producer creates none`}},
 		{name: "undelivered events", args: []string{"--bootstrap-servers", broker, "--count", "2", "--interval", "10ms", "-X", "message.timeout.ms=200"},
 			slowBroker: true, code: 1, stdout: []string{"ERROR Unconfirmed: ", "2 of 2 events not delivered: 0 failed, 2 unknown"}},
 	}

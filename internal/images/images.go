@@ -202,9 +202,11 @@ func (b Builder) kafkaLibs(dir, version string) error {
 }
 
 // Apps builds the service images that are not current on local Debian
-// bases and returns the tags of all of them, producer first
-// (PRODUCER_OFFLINE_IMAGE and CONSUMER_OFFLINE_IMAGE, by default
-// producer-offline:latest and consumer-offline:latest).
+// bases and returns the tags of all of them, producer, consumer, topics
+// (PRODUCER_OFFLINE_IMAGE, CONSUMER_OFFLINE_IMAGE and TOPICS_OFFLINE_IMAGE,
+// by default producer-offline:latest, consumer-offline:latest and
+// topics-offline:latest). The topics image is the compose app profile's
+// one-shot service that creates the topics, built from the internal module.
 func (b Builder) Apps() ([]string, error) {
 	builder, err := goBuilderBase()
 	if err != nil {
@@ -224,8 +226,9 @@ func (b Builder) Apps() ([]string, error) {
 	}
 
 	var tags []string
-	for _, module := range []string{"producer", "consumer"} {
-		tag, err := b.Repo.Setting(strings.ToUpper(module)+"_OFFLINE_IMAGE", module+"-offline:latest")
+	for _, app := range []struct{ name, module string }{{"producer", "producer"}, {"consumer", "consumer"}, {"topics", "internal"}} {
+		module := app.module
+		tag, err := b.Repo.Setting(strings.ToUpper(app.name)+"_OFFLINE_IMAGE", app.name+"-offline:latest")
 		if err != nil {
 			return nil, err
 		}

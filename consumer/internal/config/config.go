@@ -23,7 +23,6 @@ type Config struct {
 	BootstrapServers, Topic, Group, DLQTopic string
 	GroupProtocol                            string // consumer (KIP-848) or classic
 	Count                                    int
-	Partitions, Replication                  int    // of topics it creates; 0 is the cluster's default
 	HTTPAddr                                 string // host:port of /healthz, /readyz and /metrics; empty: off
 	LogFormat                                string
 	LogLevel                                 slog.Level
@@ -91,14 +90,8 @@ var settings = []struct {
 			c.DLQTopic = cmp.Or(v, c.Topic+".dlq")
 			return topicName(c.DLQTopic) && c.DLQTopic != c.Topic
 		}},
-	{"group-protocol", "KAFKA_GROUP_PROTOCOL", "consumer", "consumer: the broker assigns the partitions and moves only those that must move (KIP-848, Kafka 4.0 and later; falls back to classic where the broker lacks it); classic: the members assign them (cooperative-sticky)",
+	{"group-protocol", "KAFKA_GROUP_PROTOCOL", "consumer", "consumer: the broker assigns the partitions and moves only those that must move (KIP-848, Kafka 4.0 and later); classic: the members assign them (cooperative-sticky)",
 		"want consumer or classic", func(c *Config, v string) bool { c.GroupProtocol = v; return v == "consumer" || v == "classic" }},
-	{"partitions", "KAFKA_PARTITIONS", "0", "partitions of the topics, if the consumer creates them; 0 takes the cluster's num.partitions",
-		"want a whole number from 0 (the cluster's default) to 2147483647",
-		func(c *Config, v string) bool { return whole(&c.Partitions, v, math.MaxInt32) }},
-	{"replication-factor", "KAFKA_REPLICATION_FACTOR", "0", "copies of each partition, if the consumer creates the topics; 0 takes the cluster's default.replication.factor",
-		"want a whole number from 0 (the cluster's default) to 32767",
-		func(c *Config, v string) bool { return whole(&c.Replication, v, 32767) }},
 	{"count", "CONSUMER_COUNT", "0", "stop after this many events; 0 consumes until stopped", "want a whole number >= 0",
 		func(c *Config, v string) bool { return whole(&c.Count, v, math.MaxInt) }},
 	{"http-addr", "HTTP_ADDR", "", "serve /healthz, /readyz and /metrics on this host:port, e.g. 127.0.0.1:9465; empty: off",

@@ -52,10 +52,9 @@ func TestParse(t *testing.T) {
 			want: func(c *Config) { c.LogEvents, c.LogLevel = false, slog.LevelDebug },
 		},
 		{
-			name: "classic group protocol, topics of 12 partitions with 3 copies",
-			args: []string{"--group-protocol", "classic", "--partitions", "12"},
-			env:  map[string]string{"KAFKA_REPLICATION_FACTOR": "3"},
-			want: func(c *Config) { c.GroupProtocol, c.Partitions, c.Replication = "classic", 12, 3 },
+			name: "classic group protocol",
+			args: []string{"--group-protocol", "classic"},
+			want: func(c *Config) { c.GroupProtocol = "classic" },
 		},
 		{
 			name: "librdkafka properties",
@@ -105,9 +104,6 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown flag", []string{"--key", "none"}, nil, "flags"},
 		{"unknown group protocol", []string{"--group-protocol", "eager"}, nil, "--group-protocol"},
 		{"group protocol through -X", []string{"-X", "group.protocol=classic"}, nil, "-X group.protocol"},
-		{"negative partitions", nil, map[string]string{"KAFKA_PARTITIONS": "-1"}, "KAFKA_PARTITIONS"},
-		{"partitions beyond Kafka's int32", []string{"--partitions", "2147483648"}, nil, "--partitions"},
-		{"replication not a number", []string{"--replication-factor", "three"}, nil, "--replication-factor"},
 		{"HTTP port out of range", nil, map[string]string{"HTTP_ADDR": ":65536"}, "HTTP_ADDR"},
 		{"lag without statistics", []string{"--http-addr", "127.0.0.1:9465", "-X", "statistics.interval.ms=0"}, nil, "-X statistics.interval.ms"},
 		{"lag without statistics, written 00", []string{"--http-addr", "127.0.0.1:9465", "-X", "statistics.interval.ms=00"}, nil, "-X statistics.interval.ms"},

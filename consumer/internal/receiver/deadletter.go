@@ -19,10 +19,9 @@ import (
 // partition is paused until the broker acknowledged the copy, so no later offset is stored
 // first. Polling goes on meanwhile, which keeps the group membership and commits alive.
 
-const (
-	maxErrorBytes = 1024 // of the dlq.error header, so that headroom holds
-	headroom      = 2048 // the dlq headers take at most 1,361 bytes, a record's length fields a few more
-)
+// maxErrorBytes bounds the dlq.error header, so that the dlq headers take at most 1,361 bytes:
+// the dead-letter topic takes 2,048 more than the source topic.
+const maxErrorBytes = 1024
 
 // deadLetter is a write in flight, one per partition.
 type deadLetter struct {
@@ -33,12 +32,12 @@ type deadLetter struct {
 	retry   time.Time // when to try (again); zero while an attempt is in flight
 }
 
-// newDeadLetterProducer creates the idempotent dead-letter producer; maxBytes > 0 sets message.max.bytes.
-func (r *Receiver) newDeadLetterProducer(maxBytes int) (*kafka.Producer, error) {
-	cm := kafka.ConfigMap{"message.timeout.ms": 30000} // then the consumer retries, saying so
-	if maxBytes > 0 {
-		cm["message.max.bytes"] = maxBytes
-	}
+// newDeadLetterProducer creates the idempotent dead-letter producer.
+func (r *Receiver) newDeadLetterProducer() (*kafka.Producer, error) {
+	// The broker, not the client, judges a dead letter's size: the topic is made to take anything
+	// the source takes plus the dlq headers, and a record it refuses stops the consumer, saying so.
+	cm := kafka.ConfigMap{"message.timeout.ms": 30000, // then the consumer retries, saying so
+		"message.max.bytes": 1_000_000_000} // librdkafka's largest
 	maps.Copy(cm, r.dlqCM)
 	// Reports go to each write's own channel: no buffers of a million entries.
 	maps.Copy(cm, kafka.ConfigMap{"enable.idempotence": true, "allow.auto.create.topics": false, "go.logs.channel.enable": true,
@@ -131,13 +130,6 @@ func permanent(err error) bool {
 	return errors.As(err, &kerr) && (permanentCodes[kerr.Code()] != "" || kerr.IsFatal())
 }
 
-// errorCode is err's Kafka error code, if it has one.
-func errorCode(err error) kafka.ErrorCode {
-	var kerr kafka.Error
-	errors.As(err, &kerr)
-	return kerr.Code()
-}
-
 // codeName is the name of err's Kafka error code.
 func codeName(err error) string {
 	var kerr kafka.Error
@@ -145,139 +137,40 @@ func codeName(err error) string {
 	return cmp.Or(permanentCodes[kerr.Code()], fmt.Sprintf("error code %d", int(kerr.Code())))
 }
 
-// Admin is the part of *kafka.AdminClient that EnsureTopics uses.
-type Admin interface {
-	CreateTopics(context.Context, []kafka.TopicSpecification, ...kafka.CreateTopicsAdminOption) ([]kafka.TopicResult, error)
-	DescribeConfigs(context.Context, []kafka.ConfigResource, ...kafka.DescribeConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
-	IncrementalAlterConfigs(context.Context, []kafka.ConfigResource, ...kafka.AlterConfigsAdminOption) ([]kafka.ConfigResourceResult, error)
-}
+// ErrMissing is a topic the cluster does not have. The consumer creates none: topics are made
+// by whoever runs the cluster (go tool mage up here), sized for the dead letters.
+var ErrMissing = errors.New("does not exist")
 
-// EnsureTopics checks the group protocol, creates both topics unless they exist, and gives the dead-letter
-// topic and producer room for anything the topic takes plus the dlq headers. Its errors say whether
-// Kafka was out of reach within timeout or refused. A nil admin is the cluster's admin API.
-func (r *Receiver) EnsureTopics(ctx context.Context, admin Admin, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	r.admin, r.timeout = admin, timeout
-	if admin == nil {
-		a, err := kafka.NewAdminClientFromProducer(r.dlq)
-		if err != nil {
-			return fmt.Errorf("create admin client: %w", err)
-		}
-		defer a.Close()
-		r.admin = a
-	}
-	if err := r.checkGroupProtocol(ctx); err != nil {
-		return err
-	}
-	if _, err := r.ensure(ctx, r.cfg.Topic, nil); err != nil {
-		return err
-	}
-	limit, err := r.maxMessageBytes(ctx, r.cfg.Topic)
-	if err != nil {
-		return err
-	}
-	want, topic := limit+headroom, r.cfg.DLQTopic
-	created, err := r.ensure(ctx, topic, map[string]string{"max.message.bytes": strconv.Itoa(want)})
-	have := want // of a topic created just now
-	if err == nil && !created {
-		have, err = r.maxMessageBytes(ctx, topic)
-	}
-	if err != nil {
-		return err
-	}
-	if have < want {
-		res, err := r.admin.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic,
-			Config: []kafka.ConfigEntry{{Name: "max.message.bytes", Value: strconv.Itoa(want), IncrementalOperation: kafka.AlterConfigOpTypeSet}}}})
-		if err = firstErr(err, res); err != nil {
-			return r.fail(fmt.Sprintf("raising max.message.bytes of topic %q from %d to %d", topic, have, want), err)
-		}
-		r.log.Info("Raised max.message.bytes of the dead-letter topic", "topic", topic, "from", have, "to", want, "source_limit", limit)
-	}
-	p, err := r.newDeadLetterProducer(want) // message.max.bytes is fixed at creation
-	if err == nil {
-		r.dlq.Close()
-		r.dlq = p
-	}
-	return err
-}
-
-// firstErr is err, or the error of the first result of an admin request.
-func firstErr(err error, res []kafka.ConfigResourceResult) error {
-	if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrNoError {
-		return res[0].Error
-	}
-	return err
-}
-
-// ensure creates topic unless it is ready (never by auto-creation), and waits for its leaders
-// so that the subscription does not race its propagation. It reports whether it created it.
-func (r *Receiver) ensure(ctx context.Context, topic string, config map[string]string) (created bool, _ error) {
-	for asked := false; ; {
-		md, err := r.dlq.GetMetadata(&topic, false, 1000)
-		if err == nil {
-			t, ok := md.Topics[topic]
-			switch code := t.Error.Code(); {
-			case ok && code != kafka.ErrNoError && code != kafka.ErrUnknownTopicOrPart && code != kafka.ErrLeaderNotAvailable:
-				return created, r.fail(fmt.Sprintf("the metadata of topic %q", topic), t.Error)
-			case ok && code == kafka.ErrNoError && len(t.Partitions) > 0 &&
-				!slices.ContainsFunc(t.Partitions, func(p kafka.PartitionMetadata) bool { return p.Leader < 0 }):
-				return created, nil
-			case !asked:
-				asked = true
-				// -1 partitions or 0 copies take the cluster's defaults.
-				res, err := r.admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: cmp.Or(r.cfg.Partitions, -1),
-					ReplicationFactor: r.cfg.Replication, Config: config}})
-				if err == nil && len(res) > 0 && res[0].Error.Code() != kafka.ErrTopicAlreadyExists { // else created meanwhile
-					if created = res[0].Error.Code() == kafka.ErrNoError; !created {
-						err = res[0].Error
-					}
-				}
-				if err != nil {
-					return false, r.fail(fmt.Sprintf("creating topic %q", topic), err)
-				}
-				if created {
-					r.log.Info("Created topic", "topic", topic)
+// CheckTopics waits until the topic and the dead-letter topic have a leader for every partition,
+// and for the cluster until ctx ends. A topic the cluster does not have is ErrMissing at once.
+// It needs only Describe on the topics: no administrator rights.
+func (r *Receiver) CheckTopics(ctx context.Context) error {
+	for _, topic := range []string{r.cfg.Topic, r.cfg.DLQTopic} {
+		for {
+			md, err := r.dlq.GetMetadata(&topic, false, 1000)
+			if err == nil {
+				t := md.Topics[topic]
+				switch code := t.Error.Code(); {
+				case code == kafka.ErrUnknownTopicOrPart:
+					return fmt.Errorf("topic %q %w", topic, ErrMissing)
+				case code != kafka.ErrNoError && code != kafka.ErrLeaderNotAvailable:
+					//lint:ignore ST1005 Kafka is a name
+					return fmt.Errorf("Kafka at %s refused the metadata of topic %q: %s: %w", r.cfg.BootstrapServers, topic, codeName(t.Error), t.Error)
+				case code == kafka.ErrNoError && len(t.Partitions) > 0 &&
+					!slices.ContainsFunc(t.Partitions, func(p kafka.PartitionMetadata) bool { return p.Leader < 0 }):
+				default:
+					err = fmt.Errorf("topic %q has a partition with no leader", topic)
 				}
 			}
-		}
-		select {
-		case <-ctx.Done():
-			if err != nil {
-				return created, r.fail(fmt.Sprintf("looking up topic %q", topic), err)
+			if err == nil {
+				break
 			}
-			return created, fmt.Errorf("topic %q has a partition with no leader after %s", topic, r.timeout)
-		case <-time.After(100 * time.Millisecond):
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("cannot reach Kafka at %s: looking up topic %q: %w", r.cfg.BootstrapServers, topic, err)
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
-}
-
-// maxMessageBytes is the topic's max.message.bytes: its own, or the broker's default.
-func (r *Receiver) maxMessageBytes(ctx context.Context, topic string) (int, error) {
-	what := fmt.Sprintf("describing topic %q", topic)
-	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
-	// A broker may not know yet of a topic another client created a moment ago: it is asked again.
-	for errorCode(firstErr(err, res)) == kafka.ErrUnknownTopicOrPart && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
-		res, err = r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: topic}})
-	}
-	if err = firstErr(err, res); err != nil {
-		return 0, r.fail(what, err)
-	}
-	n, err := strconv.Atoi(res[0].Config["max.message.bytes"].Value)
-	if err != nil || n <= 0 {
-		//lint:ignore ST1005 Kafka is a name
-		return 0, fmt.Errorf("Kafka at %s answered %s without a max.message.bytes", r.cfg.BootstrapServers, what)
-	}
-	return n, nil
-}
-
-// fail words a failed request: refused (a broker's error code, positive), or not answered.
-func (r *Receiver) fail(what string, err error) error {
-	var kerr kafka.Error
-	if errors.As(err, &kerr) && kerr.Code() > 0 {
-		//lint:ignore ST1005 Kafka is a name
-		return fmt.Errorf("Kafka at %s refused %s: %s: %w", r.cfg.BootstrapServers, what, codeName(err), err)
-	}
-	return fmt.Errorf("cannot reach Kafka at %s within %s: %s: %w", r.cfg.BootstrapServers, r.timeout, what, err)
+	return nil
 }

@@ -53,8 +53,6 @@ type Receiver struct {
 	logsDone  chan struct{}
 	tracer    trace.Tracer
 	now       func() time.Time // the handler's clock
-	admin     Admin            // of EnsureTopics
-	timeout   time.Duration    // of EnsureTopics
 	guard     *leaderstall.Guard
 	recreate  chan chan error                // the guard's requests for a new client, answered by the poll loop
 	replacing bool                           // while the poll loop replaces the client: no commit can reach the group
@@ -127,7 +125,7 @@ func New(cfg config.Config, log *slog.Logger, tracer trace.Tracer) (*Receiver, e
 		return nil, fmt.Errorf("create consumer: %w", err)
 	}
 	r.current.Store(r.c)
-	if r.dlq, err = r.newDeadLetterProducer(0); err != nil {
+	if r.dlq, err = r.newDeadLetterProducer(); err != nil {
 		_ = r.c.Close()
 		return nil, err
 	}
@@ -155,42 +153,6 @@ func (r *Receiver) useProtocol(protocol string) {
 	if _, set := r.cfg.Kafka["partition.assignment.strategy"]; protocol == "classic" && !set {
 		r.cm["partition.assignment.strategy"] = "cooperative-sticky"
 	}
-}
-
-// checkGroupProtocol joins with classic where the cluster does not offer the consumer protocol
-// (before Kafka 4.0, or turned off): librdkafka would stop there with a fatal error, then hang in Close.
-func (r *Receiver) checkGroupProtocol(ctx context.Context) error {
-	if r.cm["group.protocol"] != "consumer" {
-		return nil
-	}
-	md, err := r.dlq.GetMetadata(nil, false, 1000)
-	for ; err != nil || len(md.Brokers) == 0; md, err = r.dlq.GetMetadata(nil, false, 1000) {
-		select { // the first connections may take a while: try until ctx ends
-		case <-ctx.Done():
-			return r.fail("the cluster's metadata", cmp.Or(err, errors.New("no brokers")))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	broker := kafka.ConfigResource{Type: kafka.ResourceBroker, Name: strconv.Itoa(int(md.Brokers[0].ID))}
-	res, err := r.admin.DescribeConfigs(ctx, []kafka.ConfigResource{broker})
-	if err = firstErr(err, res); err != nil {
-		return r.fail("describing broker "+broker.Name, err)
-	}
-	offered := res[0].Config["group.coordinator.rebalance.protocols"].Value
-	if slices.Contains(strings.Split(offered, ","), "consumer") {
-		return nil
-	}
-	r.log.Warn("The cluster does not offer the consumer group protocol (KIP-848, Kafka 4.0 and later): joining with classic",
-		"group.coordinator.rebalance.protocols", offered)
-	r.useProtocol("classic")
-	c, err := kafka.NewConsumer(&r.cm) // a client's protocol is fixed at creation
-	if err != nil {
-		return fmt.Errorf("create consumer: %w", err)
-	}
-	_ = r.c.Close() // never subscribed: nothing to commit or leave
-	r.c = c
-	r.current.Store(c)
-	return nil
 }
 
 // consumerOnly tells the properties kept off the dead-letter producer, which must not create its topic either.

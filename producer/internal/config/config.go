@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"regexp"
 	"strconv"
@@ -25,8 +24,6 @@ type Config struct {
 	Interval         time.Duration
 	Count            int
 	ValueSize        int    // bytes the value is padded to; 0 sends the bare value
-	Partitions       int    // of a topic the producer creates; 0 is the cluster's default
-	Replication      int    // copies of each partition of a topic it creates; 0 is the cluster's default
 	Key              string // source: events keyed by their source; none: spread over the partitions
 	HTTPAddr         string // host:port of /healthz, /readyz and /metrics; empty: off
 	LogFormat        string
@@ -58,8 +55,6 @@ var settings = []struct{ flag, env, def, usage string }{
 	{"count", "PRODUCER_COUNT", "0", "stop after this many events; 0 sends until stopped"},
 	{"value-size", "PRODUCER_VALUE_SIZE", "0", fmt.Sprintf("pad each value with spaces to this many bytes (%d to %d); 0 sends the bare value", event.ValueLen, event.MaxValueSize)},
 	{"key", "PRODUCER_KEY", "source", "source: every event is keyed by this producer's source, so all go to one partition, in order; none: spread over the partitions, in order within each"},
-	{"partitions", "KAFKA_PARTITIONS", "0", "partitions of the topic, if the producer creates it; 0 takes the cluster's num.partitions (1 on the single node, 6 on the cluster)"},
-	{"replication-factor", "KAFKA_REPLICATION_FACTOR", "0", "copies of each partition, if the producer creates the topic; 0 takes the cluster's default.replication.factor (1 on the single node, 3 on the cluster)"},
 	{"http-addr", "HTTP_ADDR", "", "serve /healthz, /readyz and /metrics on this host:port, e.g. 127.0.0.1:9464; empty: off"},
 	{"log-format", "LOG_FORMAT", "text", "text for people, json for machines"},
 	{"log-level", "LOG_LEVEL", "info", "debug, info, warn or error; debug also shows every delivery report"},
@@ -130,10 +125,6 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		fmt.Sprintf("want 0 (no padding) or a size from %d to %d bytes", event.ValueLen, event.MaxValueSize))
 	c.Key = raw["key"]
 	check("key", c.Key == "source" || c.Key == "none", "want source or none")
-	c.Partitions, err = strconv.Atoi(raw["partitions"])
-	check("partitions", err == nil && c.Partitions >= 0 && c.Partitions <= math.MaxInt32, "want a whole number from 0 (the cluster's default) to 2147483647")
-	c.Replication, err = strconv.Atoi(raw["replication-factor"])
-	check("replication-factor", err == nil && c.Replication >= 0 && c.Replication <= 32767, "want a whole number from 0 (the cluster's default) to 32767")
 	c.HTTPAddr = raw["http-addr"]
 	check("http-addr", c.HTTPAddr == "" || validPort(c.HTTPAddr), "want host:port or :port, e.g. 127.0.0.1:9464, or empty for none")
 	every, err := strconv.Atoi(strings.TrimSpace(cmp.Or(c.Kafka["statistics.interval.ms"], "5000")))

@@ -34,10 +34,10 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "tutorial defaults"},
 		{
-			name: "spread over a topic of 12 partitions with 3 copies",
-			args: []string{"--key", "none", "--partitions", "12"},
-			env:  map[string]string{"KAFKA_REPLICATION_FACTOR": "3", "PRODUCER_KEY": "source"},
-			want: func(c *Config) { c.Key, c.Partitions, c.Replication = "none", 12, 3 },
+			name: "spread over the partitions, the flag over the environment",
+			args: []string{"--key", "none"},
+			env:  map[string]string{"PRODUCER_KEY": "source"},
+			want: func(c *Config) { c.Key = "none" },
 		},
 		{
 			name: "environment fallbacks",
@@ -133,12 +133,9 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown log format", []string{"--log-format", "xml"}, nil, "--log-format"},
 		{"unknown log level", nil, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{"unknown key", nil, map[string]string{"PRODUCER_KEY": "random"}, "PRODUCER_KEY"},
-		{"negative partitions", []string{"--partitions", "-2"}, nil, "--partitions"},
-		{"partitions beyond Kafka's int32", []string{"--partitions", "2147483648"}, nil, "--partitions"},
 		{"HTTP address without a port", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
 		{"HTTP endpoint without statistics", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=0"}, nil, "--http-addr"},
 		{"HTTP endpoint without statistics, written 00", []string{"--http-addr", ":9464", "-X", "statistics.interval.ms=00"}, nil, "--http-addr"},
-		{"replication beyond Kafka's limit", nil, map[string]string{"KAFKA_REPLICATION_FACTOR": "40000"}, "KAFKA_REPLICATION_FACTOR"},
 		{"idempotence cannot be turned off", []string{"-X", "enable.idempotence=false"}, nil, "-X enable.idempotence"},
 		{"delivery reports cannot be turned off", []string{"-X", "go.delivery.reports=false"}, nil, "-X"},
 		{"reports cannot be rerouted", []string{"-X", "go.events.channel.enable=true"}, nil, "-X"},

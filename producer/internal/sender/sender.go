@@ -35,15 +35,14 @@ const FlushTimeout = 2500 * time.Millisecond
 
 // Options configures a Sender.
 type Options struct {
-	Topic, Source           string        // Source is the ce_source of every event
-	Interval                time.Duration // time between events; 0 sends back to back
-	Count                   int           // events to send; 0 sends until the context ends
-	ValueSize               int           // bytes each value is padded to; 0 sends the bare value
-	KeyBySource             bool          // key events by Source (one partition, in order); else spread them
-	Partitions, Replication int           // of a topic EnsureTopic creates, and copies of each; 0: the cluster's default
-	LogEvents               bool          // log "Sending: ..." for each event
-	Tracer                  trace.Tracer  // starts a publish span per event; nil: no trace context
-	Kafka                   kafka.ConfigMap
+	Topic, Source string        // Source is the ce_source of every event
+	Interval      time.Duration // time between events; 0 sends back to back
+	Count         int           // events to send; 0 sends until the context ends
+	ValueSize     int           // bytes each value is padded to; 0 sends the bare value
+	KeyBySource   bool          // key events by Source (one partition, in order); else spread them
+	LogEvents     bool          // log "Sending: ..." for each event
+	Tracer        trace.Tracer  // starts a publish span per event; nil: no trace context
+	Kafka         kafka.ConfigMap
 }
 
 // Result counts what happened to the events of one run.
@@ -115,7 +114,7 @@ func New(opts Options, log *slog.Logger) (*Sender, error) {
 		"enable.idempotence":        true,   // one copy per event, in order, across retries and failover; implies acks=all
 		"go.delivery.report.fields": "none", // Opaque names the event
 		"go.logs.channel.enable":    true,
-		"allow.auto.create.topics":  false, // EnsureTopic creates it on purpose
+		"allow.auto.create.topics":  false, // a missing topic is an error, never created by a typo
 		"go.events.channel.size":    10000, // not a million entries for the GC to scan
 		"go.produce.channel.size":   1,
 	})

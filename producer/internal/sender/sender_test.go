@@ -70,8 +70,8 @@ func newSender(t *testing.T, mc *kafka.MockCluster, opts Options, out *syncBuffe
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.EnsureTopic(ctx); err != nil {
-		t.Fatalf("EnsureTopic: %v", err)
+	if err := s.CheckTopic(ctx); err != nil {
+		t.Fatalf("CheckTopic: %v", err)
 	}
 	return s
 }
@@ -485,7 +485,7 @@ func TestSender_keyedEventsShareAPartitionOthersSpread(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := s.EnsureTopic(ctx); err != nil {
+			if err := s.CheckTopic(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if res, err := s.Run(context.Background()); err != nil || res.Delivered != n {

@@ -3,7 +3,6 @@ package sender
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -21,7 +20,6 @@ func TestTopicState(t *testing.T) {
 		refused string // the refusal's text; "" for none
 	}{
 		{"ready", kafka.TopicMetadata{Partitions: led}, 1, ""},
-		{"missing", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrUnknownTopicOrPart, "", false)}, 0, ""},
 		{"electing a leader", kafka.TopicMetadata{Error: kafka.NewError(kafka.ErrLeaderNotAvailable, "", false)}, 0, ""},
 		{"a partition without a leader", kafka.TopicMetadata{Partitions: append(led, kafka.PartitionMetadata{ID: 1, Leader: -1})}, 0, ""},
 		{"no partitions yet", kafka.TopicMetadata{}, 0, ""},
@@ -39,31 +37,16 @@ func TestTopicState(t *testing.T) {
 	}
 }
 
-func TestCreated(t *testing.T) {
-	tests := []struct {
-		name    string
-		code    kafka.ErrorCode
-		msg     string
-		refused string // the refusal's text; "" for none
-	}{
-		{"created", kafka.ErrNoError, "", ""},
-		{"created meanwhile by another producer", kafka.ErrTopicAlreadyExists, "", ""},
-		{"policy", kafka.ErrPolicyViolation, "replication factor must be 3",
-			`refused to create topic "t": Broker: Policy violation: replication factor must be 3`},
-		{"not authorized", kafka.ErrClusterAuthorizationFailed, "",
-			`refused to create topic "t": Broker: Cluster authorization failed`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := created([]kafka.TopicResult{{Topic: "t", Error: kafka.NewError(tt.code, tt.msg, false)}}, slog.New(slog.DiscardHandler))
-			if (err == nil) != (tt.refused == "") || (err != nil && (!errors.Is(err, ErrRefused) || err.Error() != tt.refused)) {
-				t.Fatalf("created = %v, want refusal %q", err, tt.refused)
-			}
-		})
+// A missing topic is said at once: no service creates topics, and waiting does not help.
+func TestTopicState_missingTopic(t *testing.T) {
+	md := &kafka.Metadata{Topics: map[string]kafka.TopicMetadata{"timestamp": {Topic: "timestamp",
+		Error: kafka.NewError(kafka.ErrUnknownTopicOrPart, "", false)}}}
+	if _, err := topicState(md, "timestamp"); !errors.Is(err, ErrMissing) || err.Error() != `topic "timestamp" does not exist` {
+		t.Fatalf("topicState = %v; want ErrMissing", err)
 	}
 }
 
-func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
+func TestWaitTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -79,9 +62,9 @@ func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	time.AfterFunc(500*time.Millisecond, cancel) // a stop signal
-	err = ensureTopic(ctx, p, kafka.TopicSpecification{Topic: "timestamp"}, slog.New(slog.DiscardHandler))
-	if err == nil || errors.Is(err, ErrRefused) || errors.Is(err, ErrNoLeader) {
-		t.Fatalf("ensureTopic = %v, want an error that the cluster did not answer", err)
+	err = waitTopic(ctx, p, "timestamp")
+	if err == nil || errors.Is(err, ErrRefused) || errors.Is(err, ErrNoLeader) || errors.Is(err, ErrMissing) {
+		t.Fatalf("waitTopic = %v, want an error that the cluster did not answer", err)
 	}
 	if took := time.Since(start); took > 500*time.Millisecond+FlushTimeout+500*time.Millisecond {
 		t.Errorf("took %s, want to stop within FlushTimeout of the context's end", took)
@@ -90,7 +73,7 @@ func TestEnsureTopic_unreachableIsNoRefusalAndEndsWithCtx(t *testing.T) {
 
 // librdkafka retries a failed producer id request only after 500 ms; a
 // first event sent before the id came would wait as long.
-func TestEnsureTopic_firstEventGoesOutAtOnce(t *testing.T) {
+func TestCheckTopic_firstEventGoesOutAtOnce(t *testing.T) {
 	for round := range 3 {
 		mc := mockCluster(t, 1)
 		var out syncBuffer
