@@ -1,0 +1,2 @@
+// Package doclinks holds a test that every relative link in the README and docs/ resolves.
+package doclinks
