@@ -1,8 +1,8 @@
 // Command producer sends a timestamp event to Kafka every few seconds, like
-// the tutorial's producer, and prints "Sending: HH:MM:SS" for each. A stop
-// signal waits a little for delivery reports; a second, or a shutdown over
-// 8 s, ends the process at once. Exit codes: 0 all delivered; 1 runtime
-// failure; 2 bad configuration; 128+signal after a second stop signal.
+// the tutorial's producer, and prints "Sending: HH:MM:SS" for each. It reads
+// the delivery report of every event, and on a stop signal waits a little
+// for the last ones. Exit codes: 0 all delivered; 1 runtime failure; 2 bad
+// configuration; 128+signal after a second stop signal.
 // "producer healthcheck" asks a running producer's /readyz (exit 0 when ready).
 package main
 
@@ -13,15 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
+	"maps"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,13 +25,19 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/event-driven-go/kafka-go/producer/internal/config"
-	"github.com/event-driven-go/kafka-go/producer/internal/sender"
+	"github.com/event-driven-go/kafka-go/producer/internal/event"
+	"github.com/event-driven-go/kafka-go/producer/internal/leaderstall"
+	"github.com/event-driven-go/kafka-go/producer/internal/logging"
+	"github.com/event-driven-go/kafka-go/producer/internal/schedule"
+	"github.com/event-driven-go/kafka-go/producer/internal/shutdown"
 	"github.com/event-driven-go/kafka-go/producer/internal/telemetry"
+	"github.com/event-driven-go/kafka-go/producer/internal/topic"
 )
 
 const (
-	startupTimeout = 30 * time.Second // for the cluster at start
-	shutdownLimit  = 8 * time.Second  // after the first stop signal; docker stop kills after 10 s
+	startupTimeout = 30 * time.Second        // for the cluster at start
+	flushTimeout   = 2500 * time.Millisecond // for the last delivery reports after a stop
+	shutdownLimit  = 8 * time.Second         // after the first stop signal; docker stop kills after 10 s
 )
 
 func main() {
@@ -47,8 +49,9 @@ func main() {
 // run is the whole program; it returns the exit code, unless a cut-short
 // shutdown ends the process through exit first.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer, signals <-chan os.Signal, exit func(int)) int {
-	if len(args) > 0 && args[0] == "healthcheck" {
-		return healthcheck(args[1:], getenv, stdout, stderr)
+	if len(args) > 0 && args[0] == "healthcheck" { // Docker's HEALTHCHECK: exit 0 once /readyz says ready
+		cfg, err := config.Parse(args[1:], getenv, stdout)
+		return telemetry.Healthcheck("producer", cfg.HTTPAddr, err, stdout, stderr)
 	}
 	cfg, err := config.Parse(args, getenv, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -58,218 +61,185 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer, si
 		fmt.Fprintln(stderr, "producer:", err)
 		return 2
 	}
-	log := newLogger(stdout, cfg.LogFormat, cfg.LogLevel)
-	props := kafka.ConfigMap{"bootstrap.servers": cfg.BootstrapServers}
-	for k, v := range cfg.Kafka {
-		props[k] = v
-	}
-	tracer, shutdownTracer, err := telemetry.Tracer(context.Background(), getenv)
+	log := logging.New(stdout, cfg.LogFormat, cfg.LogLevel)
+	tracer, stopTracer, err := telemetry.Tracer(context.Background(), getenv)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: tracing:", err)
 		return 2
 	}
-	defer func() { // sends the spans still buffered, if exporting
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = shutdownTracer(ctx)
-	}()
-	host, _ := os.Hostname()
-	// A random part names this process: a restarted producer counts its ids from 1 again.
-	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
-	s, err := sender.New(sender.Options{Topic: cfg.Topic, Source: src, Interval: cfg.Interval, Count: cfg.Count,
-		ValueSize: cfg.ValueSize, LogEvents: cfg.LogEvents, KeyBySource: cfg.Key == "source", Tracer: tracer, Kafka: props}, log)
+	defer stopTracer() // sends the spans still buffered, if exporting
+
+	// The Kafka producer, the tutorial's KafkaProducer. The -X properties
+	// come first; the settings after them carry the guarantees and win.
+	cm := kafka.ConfigMap{"statistics.interval.ms": 5000, "log.connection.close": false}
+	maps.Copy(cm, cfg.Kafka)
+	maps.Copy(cm, kafka.ConfigMap{
+		"bootstrap.servers": cfg.BootstrapServers,
+		// Each event is written once and in order, across retries and leader
+		// changes. It implies acks=all: the broker answers once every
+		// in-sync copy has the event.
+		"enable.idempotence": true,
+		// A missing topic is an error, never created by a typo.
+		"allow.auto.create.topics": false,
+		// A delivery report per event, naming it by its Opaque only.
+		"go.delivery.report.fields": "none",
+		"go.events.channel.size":    10000, // not a million entries for the GC to scan
+		"go.produce.channel.size":   1,     // Produce is called directly: no channel of a million
+		"go.logs.channel.enable":    true,  // librdkafka's lines join ours
+	})
+	// The client is re-created if it stalls without a leader (librdkafka#5430).
+	p, err := leaderstall.NewProducer(cm, cfg.Topic, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "producer: invalid Kafka client configuration:", err)
 		return 2
 	}
+	host, _ := os.Hostname()
+	// A random part names this process: a restarted producer counts its ids from 1 again.
+	src := fmt.Sprintf("/producer/%s/%08x", host, rand.Uint32())
 	_, lib := kafka.LibraryVersion()
 	log.Info("Producer started", "bootstrap_servers", cfg.BootstrapServers, "topic", cfg.Topic,
 		"interval", cfg.Interval, "key", cfg.Key, "librdkafka", lib, "source", src)
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	var started atomic.Bool // the topic has its leaders
+	n := telemetry.NewCounts(cm)
 	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		healthy := n.Healthy(p.Healthy)
+		closeHTTP, err := telemetry.Serve(cfg.HTTPAddr, log, healthy, n.Ready(ctx, healthy), n.Metrics(p.Recovered)...)
 		if err != nil {
-			s.Close()
-			log.Error("Producer stopped", "err", fmt.Errorf("HTTP endpoint: %w", err))
+			p.Close()
+			log.Error("Producer stopped", "err", err)
 			return 1
 		}
-		defer telemetry.Serve(ln, s.Healthy, func() error {
-			switch {
-			case ctx.Err() != nil:
-				return errors.New("stopping")
-			case !started.Load():
-				return errors.New("starting: waiting for the topic's leaders")
-			}
-			return s.Ready()
-		}, s.Metrics()...)()
-		log.Info("HTTP endpoint: /healthz, /readyz, /metrics", "addr", ln.Addr().String())
+		defer closeHTTP()
 	}
 	done := make(chan struct{})
-	var watching sync.WaitGroup
-	defer watching.Wait()
 	defer close(done)
-	w := stopWatch{signals: signals, failed: s.Failed(), limit: shutdownLimit, exit: exit, log: log, counts: s.Counts}
-	watching.Go(func() { w.watch(done, stop) })
+	w := shutdown.Watch{Signals: signals, Failed: n.Stopped(), Limit: shutdownLimit, Exit: exit, Log: log, Left: n.Left}
+	go w.Run(done, stop)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		reports(p.Events(), n, log)
+	}()
 
-	setupCtx, cancel := context.WithTimeout(ctx, startupTimeout)
-	err = s.CheckTopic(setupCtx)
+	setup, cancel := context.WithTimeout(ctx, startupTimeout)
+	err = topic.Wait(setup, p, cfg.Topic, cfg.BootstrapServers, flushTimeout)
 	cancel()
-	if err != nil && ctx.Err() == nil {
-		s.Close()
-		log.Error("Producer stopped", "err", startupError(err, cfg.BootstrapServers, cfg.Topic))
+	if err == nil {
+		n.Started.Store(true)
+		go p.Guard(ctx, n.Fatal) // should it give up, the run ends as on a fatal error
+		err = produce(ctx, p, cfg, src, n, tracer, log)
+		finish(ctx, p)
+	} else if ctx.Err() != nil {
+		err = nil // stopped while starting: a clean stop
+	}
+	p.Close() // closes Events: the reports end
+	<-reported
+	if err = errors.Join(err, n.Err()); err != nil {
+		log.Error("Producer stopped", append(n.Summary(p.Recovered()), "err", err)...)
 		return 1
 	}
-	started.Store(true)
-	res, err := s.Run(ctx)
-	attrs := []any{"attempted", res.Attempted, "delivered", res.Delivered, "failed", res.Failed, "unknown", res.Unknown, "recovered", res.Recovered}
-	if res.Elapsed > 0 {
-		attrs = append(attrs, "elapsed", res.Elapsed.Round(time.Microsecond), "events_per_s", math.Round(res.Rate()*10)/10)
-	}
-	if err != nil {
-		log.Error("Producer stopped", append(attrs, "err", err)...)
-		return 1
-	}
-	log.Info("Producer stopped", attrs...)
+	log.Info("Producer stopped", n.Summary(p.Recovered())...)
 	return 0
 }
 
-// healthcheck asks the /readyz of the producer configured by args and
-// getenv, for Docker's HEALTHCHECK: 0 when ready, 1 when not, 2 when the
-// configuration names no endpoint.
-func healthcheck(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	cfg, err := config.Parse(args, getenv, stdout)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case err != nil:
-		fmt.Fprintln(stderr, "producer healthcheck:", err)
-		return 2
-	case cfg.HTTPAddr == "":
-		fmt.Fprintln(stderr, "producer healthcheck: no endpoint to ask: set --http-addr or HTTP_ADDR")
-		return 2
+// produce is the tutorial's loop: an event every Interval, on a fixed grid,
+// until Count is reached or ctx ends.
+func produce(ctx context.Context, p *leaderstall.Producer, cfg config.Config, src string, n *telemetry.Counts,
+	tracer trace.Tracer, log *slog.Logger) error {
+	var key []byte // by source: one producer's events share a partition, in order; nil spreads them
+	if cfg.Key == "source" {
+		key = []byte(src)
 	}
-	if err := telemetry.Probe(cfg.HTTPAddr); err != nil {
-		fmt.Fprintln(stderr, "producer healthcheck: not ready:", err)
-		return 1
+	grid := schedule.New(cfg.Interval)
+	for id := uint64(1); cfg.Count == 0 || id <= uint64(cfg.Count); id++ {
+		at, late, skipped, ok := grid.Wait(ctx)
+		if !ok {
+			return nil
+		} else if late > 0 {
+			log.Warn("Behind schedule: sending now, skipping the missed events", "late", late.Round(time.Millisecond), "skipped", skipped)
+		}
+		ev := event.Event{ID: id, Source: src, Time: at}
+		sctx, span, headers := telemetry.Publish(ctx, tracer, cfg.Topic, id, ev.Headers())
+		m := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &cfg.Topic, Partition: kafka.PartitionAny},
+			Key: key, Value: ev.Value(cfg.ValueSize), Headers: headers, Opaque: &sent{ev: ev, span: span}}
+		err := p.Produce(m)
+		for code(err) == kafka.ErrQueueFull && schedule.Sleep(ctx, 10*time.Millisecond) {
+			err = p.Produce(m) // back-pressure: the client's queue is full until the broker takes some
+		}
+		if err != nil {
+			span.End()
+			if code(err) == kafka.ErrFatal {
+				n.Fatal(fmt.Errorf("fatal producer error: %w", p.GetFatalError()))
+			} else if ctx.Err() == nil {
+				return fmt.Errorf("send event %d: %w", id, err)
+			}
+			return nil
+		}
+		if n.Attempted.Add(1) == 1 {
+			n.First.Store(time.Now().UnixNano())
+		}
+		if cfg.LogEvents {
+			log.InfoContext(sctx, "Sending: "+ev.Timestamp(), "id", strconv.FormatUint(id, 10))
+		}
 	}
-	fmt.Fprintln(stdout, "ready")
-	return 0
+	return nil
 }
 
-// startupError says what failed at start: the topic is missing, the cluster
-// did not answer, it refused, or the topic got no leader in time.
-func startupError(err error, servers, topic string) error {
-	switch {
-	case errors.Is(err, sender.ErrMissing):
-		return fmt.Errorf("topic %q does not exist at %s: the producer creates none; create it first "+
-			"(go tool mage up does; docs/configuration.md says how elsewhere)", topic, servers)
-	case errors.Is(err, sender.ErrRefused):
-		//lint:ignore ST1005 Kafka is a name
-		return fmt.Errorf("Kafka at %s %w", servers, err)
-	case errors.Is(err, sender.ErrNoLeader):
-		return fmt.Errorf("topic %q has a partition with no leader after %s", topic, startupTimeout)
-	default:
-		return fmt.Errorf("cannot reach Kafka at %s within %s: %w", servers, startupTimeout, err)
+// sent is an event the client accepted: its delivery report names it.
+type sent struct {
+	ev   event.Event
+	span trace.Span // publish, ended by the delivery report
+}
+
+// reports reads the client's events until they end: a delivery report per
+// event, which it counts and, unless delivered, says why.
+func reports(events <-chan kafka.Event, n *telemetry.Counts, log *slog.Logger) {
+	for e := range events {
+		m, ok := e.(*kafka.Message)
+		if !ok {
+			n.Observe(e, log) // client errors and statistics
+			continue
+		}
+		s, ok := m.Opaque.(*sent)
+		if !ok {
+			continue // not ours
+		}
+		telemetry.Delivered(s.span, m.TopicPartition)
+		id, err := strconv.FormatUint(s.ev.ID, 10), m.TopicPartition.Error
+		switch c := code(err); {
+		case err == nil:
+			n.Delivered(time.Since(s.ev.Time))
+			log.Debug("Delivered: "+s.ev.Timestamp(), "id", id, "partition", m.TopicPartition.Partition, "offset", int64(m.TopicPartition.Offset))
+		case c == kafka.ErrPurgeInflight || c == kafka.ErrMsgTimedOut || errors.Is(err, leaderstall.ErrResent):
+			n.Unknown.Add(1) // maybe written
+			log.Error("Unconfirmed: "+s.ev.Timestamp(), "id", id, "err", err)
+		default:
+			n.Failed.Add(1) // surely not written
+			log.Error("Not delivered: "+s.ev.Timestamp(), "id", id, "err", err)
+		}
 	}
 }
 
-// stopWatch turns stop signals into the program's shutdown.
-type stopWatch struct {
-	signals <-chan os.Signal
-	failed  <-chan struct{} // closed by a fatal error, which ends the run as a signal does
-	limit   time.Duration   // the longest shutdown after the first signal
-	exit    func(code int)
-	log     *slog.Logger
-	counts  func() sender.Result // the events at stake, for the last line
-}
-
-// watch calls stop on the first signal, or waits as after one when a fatal
-// error ends the run. Then, unless done is closed first, a second signal
-// exits with 128+its number and a shutdown over limit with 1, each after a
-// line with the counts (unconfirmed: accepted, no report).
-func (w stopWatch) watch(done <-chan struct{}, stop func()) {
-	select {
-	case <-done:
-		return
-	case <-w.signals:
-	case <-w.failed:
+// finish waits for every delivery report: after Count as long as
+// message.timeout.ms allows, so that an outage at the end loses nothing;
+// after a stop at most flushTimeout. Then it purges: events still queued
+// fail, those in flight are unknown.
+func finish(ctx context.Context, p *leaderstall.Producer) {
+	for ctx.Err() == nil {
+		if p.Flush(100*time.Millisecond) == 0 {
+			return
+		}
 	}
-	stop()
-	limit := time.NewTimer(w.limit)
-	defer limit.Stop()
-	counts := func() []any {
-		c := w.counts()
-		return []any{"attempted", c.Attempted, "delivered", c.Delivered, "failed", c.Failed, "unknown", c.Unknown,
-			"unconfirmed", c.Attempted - c.Delivered - c.Failed - c.Unknown}
-	}
-	select {
-	case <-done:
-	case sig := <-w.signals:
-		w.log.Error("Second stop signal: exiting now", append(counts(), "signal", sig.String())...)
-		w.exit(128 + int(sig.(syscall.Signal)))
-	case <-limit.C:
-		w.log.Error(fmt.Sprintf("Shutdown took longer than %s: exiting now", w.limit), counts()...)
-		w.exit(1)
+	if p.Flush(flushTimeout) > 0 {
+		_ = p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight)
+		p.Flush(500 * time.Millisecond)
 	}
 }
 
-// newLogger writes JSON for machines or, for people, the tutorial's lines:
-// the message, then key=value, the level unless INFO.
-func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
-	if format == "json" {
-		return slog.New(traced{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})})
-	}
-	return slog.New(&lineHandler{w: w, mu: new(sync.Mutex), level: level})
-}
-
-// traced adds the trace_id of a record's context, if it has one.
-type traced struct{ slog.Handler }
-
-func (h traced) Handle(ctx context.Context, r slog.Record) error {
-	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
-		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
-	}
-	return h.Handler.Handle(ctx, r)
-}
-func (h traced) WithAttrs(as []slog.Attr) slog.Handler { return traced{h.Handler.WithAttrs(as)} }
-func (h traced) WithGroup(name string) slog.Handler    { return traced{h.Handler.WithGroup(name)} }
-
-type lineHandler struct {
-	w     io.Writer
-	mu    *sync.Mutex
-	level slog.Level
-	with  string // attributes from With, formatted
-}
-
-func (h *lineHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
-func (h *lineHandler) WithGroup(string) slog.Handler                { return h } // no groups are used
-func (h *lineHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	h2 := *h
-	for _, a := range as {
-		h2.with += text(a)
-	}
-	return &h2
-}
-
-func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
-	line := r.Message + h.with
-	if r.Level != slog.LevelInfo {
-		line = r.Level.String() + " " + line
-	}
-	r.Attrs(func(a slog.Attr) bool { line += text(a); return true })
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, err := io.WriteString(h.w, line+"\n")
-	return err
-}
-
-func text(a slog.Attr) string {
-	v := a.Value.Resolve().String()
-	if v == "" || strings.ContainsAny(v, " =\"\n\t") {
-		v = strconv.Quote(v)
-	}
-	return " " + a.Key + "=" + v
+func code(err error) kafka.ErrorCode {
+	var kerr kafka.Error
+	errors.As(err, &kerr)
+	return kerr.Code()
 }

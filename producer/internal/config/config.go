@@ -3,7 +3,6 @@
 package config
 
 import (
-	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/event-driven-go/kafka-go/producer/internal/event"
 )
@@ -28,8 +29,8 @@ type Config struct {
 	HTTPAddr         string // host:port of /healthz, /readyz and /metrics; empty: off
 	LogFormat        string
 	LogLevel         slog.Level
-	LogEvents        bool              // a line per event ("Sending: ...")
-	Kafka            map[string]string // librdkafka properties given with -X key=value
+	LogEvents        bool            // a line per event ("Sending: ...")
+	Kafka            kafka.ConfigMap // librdkafka properties given with -X key=value, as strings
 }
 
 // Error is a bad setting: it names the setting, the value and what is allowed.
@@ -50,7 +51,7 @@ var reserved = map[string]string{
 
 var settings = []struct{ flag, env, def, usage string }{
 	{"bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers, a comma-separated list of host:port"},
-	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are sent to (created if missing)"},
+	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are sent to; it must exist (go tool mage up creates it)"},
 	{"interval", "PRODUCER_INTERVAL", "5s", "time between events on a fixed schedule (an event up to 100ms late keeps its slot; a later one restarts the schedule at now); 0 sends as fast as the client allows (needs --count)"},
 	{"count", "PRODUCER_COUNT", "0", "stop after this many events; 0 sends until stopped"},
 	{"value-size", "PRODUCER_VALUE_SIZE", "0", fmt.Sprintf("pad each value with spaces to this many bytes (%d to %d); 0 sends the bare value", event.ValueLen, event.MaxValueSize)},
@@ -74,7 +75,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	for _, s := range settings {
 		vals[s.flag] = fs.String(s.flag, s.def, fmt.Sprintf("%s (env %s)", s.usage, s.env))
 	}
-	c := Config{Kafka: map[string]string{}}
+	c := Config{Kafka: kafka.ConfigMap{}}
 	fs.Func("X", "librdkafka property `key=value`, repeatable (e.g. -X linger.ms=10)", func(kv string) error {
 		k, v, ok := strings.Cut(kv, "=")
 		if k = strings.TrimSpace(k); !ok || k == "" {
@@ -127,9 +128,6 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	check("key", c.Key == "source" || c.Key == "none", "want source or none")
 	c.HTTPAddr = raw["http-addr"]
 	check("http-addr", c.HTTPAddr == "" || validPort(c.HTTPAddr), "want host:port or :port, e.g. 127.0.0.1:9464, or empty for none")
-	every, err := strconv.Atoi(strings.TrimSpace(cmp.Or(c.Kafka["statistics.interval.ms"], "5000")))
-	check("http-addr", c.HTTPAddr == "" || err == nil && every > 0,
-		"readiness and the client's metrics need -X statistics.interval.ms above 0 (5000 unless set)")
 	c.LogFormat = raw["log-format"]
 	check("log-format", c.LogFormat == "text" || c.LogFormat == "json", "want one of text, json")
 	check("log-level", c.LogLevel.UnmarshalText([]byte(raw["log-level"])) == nil, "want debug, info, warn or error")
@@ -138,10 +136,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	check("interval", c.Interval != 0 || c.Count != 0, "an interval of 0 needs --count > 0, or the producer would flood the topic forever")
 	for k, v := range c.Kafka {
 		if why, ok := reserved[k]; ok && bad == nil {
-			bad = &Error{"-X " + k, v, why}
+			bad = &Error{"-X " + k, fmt.Sprint(v), why}
 		}
 		if strings.HasPrefix(k, "go.") && bad == nil {
-			bad = &Error{"-X", k + "=" + v, "go.* properties change how the client hands reports to the producer, which counts on them"}
+			bad = &Error{"-X", fmt.Sprint(k, "=", v), "go.* properties change how the client hands reports to the producer, which counts on them"}
 		}
 	}
 	if bad != nil {

@@ -1,4 +1,4 @@
-package main
+package logging
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ func TestNewLogger_text(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b strings.Builder
-			tt.log(newLogger(&b, "text", slog.LevelInfo))
+			tt.log(New(&b, "text", slog.LevelInfo))
 			if b.String() != tt.want {
 				t.Errorf("got %q, want %q", b.String(), tt.want)
 			}
@@ -35,7 +35,7 @@ func TestNewLogger_text(t *testing.T) {
 
 func TestNewLogger_json(t *testing.T) {
 	var b strings.Builder
-	newLogger(&b, "json", slog.LevelInfo).Info("Sending: 15:04:05", "id", "42")
+	New(&b, "json", slog.LevelInfo).Info("Sending: 15:04:05", "id", "42")
 	var rec map[string]any
 	if err := json.Unmarshal([]byte(b.String()), &rec); err != nil {
 		t.Fatalf("not JSON: %q", b.String())

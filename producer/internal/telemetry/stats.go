@@ -1,8 +1,7 @@
-package sender
+package telemetry
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -12,7 +11,7 @@ import (
 )
 
 // statistics is the part of librdkafka's statistics (its STATISTICS.md)
-// that the producer shows as metrics and judges its readiness by.
+// that the producer shows as metrics.
 type statistics struct {
 	MsgCnt  int64 `json:"msg_cnt"` // events in the client's queues, not yet acknowledged
 	Brokers map[string]struct {
@@ -24,17 +23,11 @@ type statistics struct {
 			Avg, P99 float64 // microseconds
 		} `json:"rtt"`
 	} `json:"brokers"`
-	Topics map[string]struct {
-		Partitions map[string]struct {
-			Partition int32 `json:"partition"` // -1: the client's internal "unassigned" entry
-			Leader    int32 `json:"leader"`
-		} `json:"partitions"`
-	} `json:"topics"`
 }
 
-// clientStats holds the latest statistics; as a Prometheus collector it
-// turns them into gauges at each scrape.
-type clientStats struct {
+// ClientStats holds the Kafka client's latest statistics; as a Prometheus
+// collector it turns them into gauges at each scrape.
+type ClientStats struct {
 	mu    sync.Mutex
 	last  statistics
 	at    time.Time     // when they arrived; zero before the first
@@ -43,9 +36,10 @@ type clientStats struct {
 	queue, up, rttAvg, rttP99, inFlight, queued *prometheus.Desc
 }
 
-func newClientStats(every time.Duration) *clientStats {
+// NewClientStats returns the collector of statistics that come every every.
+func NewClientStats(every time.Duration) *ClientStats {
 	broker := []string{"broker"}
-	return &clientStats{every: every,
+	return &ClientStats{every: every,
 		queue:    prometheus.NewDesc("producer_kafka_queue_messages", "Events in the Kafka client's queues, not yet acknowledged by a broker.", nil, nil),
 		up:       prometheus.NewDesc("producer_kafka_broker_up", "1 while the Kafka client is connected to the broker, else 0.", broker, nil),
 		rttAvg:   prometheus.NewDesc("producer_kafka_request_rtt_avg_seconds", "Average time of the requests to the broker in the last statistics interval.", broker, nil),
@@ -55,8 +49,8 @@ func newClientStats(every time.Duration) *clientStats {
 	}
 }
 
-// update takes a statistics event's JSON.
-func (c *clientStats) update(js string, now time.Time) error {
+// Update takes a statistics event's JSON.
+func (c *ClientStats) Update(js string, now time.Time) error {
 	var s statistics
 	if err := json.Unmarshal([]byte(js), &s); err != nil {
 		return fmt.Errorf("librdkafka statistics: %w", err)
@@ -67,44 +61,20 @@ func (c *clientStats) update(js string, now time.Time) error {
 	return nil
 }
 
-// ready says why the client cannot send to topic now, judged by the
-// latest statistics: none, or too old (the client is stuck), or a
-// partition with no leader, or a leader the client is not connected to.
-func (c *clientStats) ready(topic string, now time.Time) error {
+// BrokerUp tells whether the latest statistics have the client connected to a broker.
+func (c *ClientStats) BrokerUp() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch {
-	case c.every <= 0:
-		return errors.New("readiness needs the client's statistics: set -X statistics.interval.ms")
-	case c.at.IsZero():
-		return errors.New("no statistics from the Kafka client yet")
-	case now.Sub(c.at) > 3*c.every:
-		return fmt.Errorf("no statistics from the Kafka client for %s", now.Sub(c.at).Round(time.Second))
-	}
-	state := map[int32]string{}
 	for _, b := range c.last.Brokers {
-		if b.NodeID >= 0 {
-			state[b.NodeID] = b.State
+		if b.NodeID >= 0 && b.State == "UP" {
+			return true
 		}
 	}
-	parts := c.last.Topics[topic].Partitions
-	if len(parts) == 0 {
-		return fmt.Errorf("topic %s: no partitions known yet", topic)
-	}
-	for _, p := range parts {
-		switch {
-		case p.Partition < 0:
-		case p.Leader < 0:
-			return fmt.Errorf("topic %s partition %d: no leader", topic, p.Partition)
-		case state[p.Leader] != "UP":
-			return fmt.Errorf("topic %s partition %d: leader %d is %s", topic, p.Partition, p.Leader, state[p.Leader])
-		}
-	}
-	return nil
+	return false
 }
 
 // Describe implements prometheus.Collector.
-func (c *clientStats) Describe(ch chan<- *prometheus.Desc) {
+func (c *ClientStats) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.queue, c.up, c.rttAvg, c.rttP99, c.inFlight, c.queued} {
 		ch <- d
 	}
@@ -112,7 +82,7 @@ func (c *clientStats) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector: the gauges of the latest
 // statistics; none before the first, nor once they stopped coming.
-func (c *clientStats) Collect(ch chan<- prometheus.Metric) {
+func (c *ClientStats) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.at.IsZero() || time.Since(c.at) > 3*c.every { // stale figures would hide that the client is stuck
