@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // Config is the consumer's validated configuration.
@@ -26,8 +28,8 @@ type Config struct {
 	HTTPAddr                                 string // host:port of /healthz, /readyz and /metrics; empty: off
 	LogFormat                                string
 	LogLevel                                 slog.Level
-	LogEvents                                bool              // a line per event ("Received: ...")
-	Kafka                                    map[string]string // librdkafka properties given with -X key=value
+	LogEvents                                bool            // a line per event ("Received: ...")
+	Kafka                                    kafka.ConfigMap // librdkafka properties given with -X key=value, as strings
 }
 
 // Error is a bad setting: it names the setting, the value and what is allowed.
@@ -81,7 +83,7 @@ var settings = []struct {
 			c.BootstrapServers = strings.Join(brokers, ",")
 			return true
 		}},
-	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are read from (created if missing)", topicRule,
+	{"topic", "KAFKA_TOPIC", "timestamp", "topic the events are read from; it and its dead-letter topic must exist (go tool mage up creates them)", topicRule,
 		func(c *Config, v string) bool { c.Topic = v; return topicName(v) }},
 	{"group", "KAFKA_GROUP_ID", "timestamp-consumer", "consumer group; consumers of one group share the partitions",
 		"want a non-empty group id", func(c *Config, v string) bool { c.Group = strings.TrimSpace(v); return c.Group != "" }},
@@ -112,7 +114,7 @@ var settings = []struct {
 // Parse reads args, falling back to getenv for each flag not given, and validates the result.
 // Usage for --help is written to out.
 func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
-	cfg := Config{Kafka: map[string]string{}}
+	cfg := Config{Kafka: kafka.ConfigMap{}}
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	for _, s := range settings {
@@ -151,16 +153,11 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Kafka)) {
 		if why, ok := reserved[k]; ok {
-			return Config{}, &Error{"-X " + k, cfg.Kafka[k], why}
+			return Config{}, &Error{"-X " + k, fmt.Sprint(cfg.Kafka[k]), why}
 		}
 		// go.events.channel.enable, for one, makes Poll return nothing.
 		if strings.HasPrefix(k, "go.") {
-			return Config{}, &Error{"-X", k + "=" + cfg.Kafka[k], "go.* properties change how the client hands events to the consumer, which it relies on"}
-		}
-	}
-	if v, ok := cfg.Kafka["statistics.interval.ms"]; cfg.HTTPAddr != "" && ok {
-		if n, err := strconv.Atoi(strings.TrimSpace(v)); err != nil || n <= 0 {
-			return Config{}, &Error{"-X statistics.interval.ms", v, "readiness, lag and the client's metrics need statistics with --http-addr (5000 unless set)"}
+			return Config{}, &Error{"-X", fmt.Sprint(k, "=", cfg.Kafka[k]), "go.* properties change how the client hands events to the consumer, which it relies on"}
 		}
 	}
 	return cfg, nil

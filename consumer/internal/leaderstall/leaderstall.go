@@ -231,7 +231,9 @@ func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) err
 func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, error) {
 	return func(ctx context.Context) (View, error) {
 		own := maps.Clone(cm)
-		delete(own, "debug")                           // it would raise log_level
+		for _, k := range []string{"debug", "go.logs.channel.enable", "go.logs.channel"} {
+			delete(own, k) // debug would raise log_level; the logs are the caller's
+		}
 		maps.Copy(own, kafka.ConfigMap{"log_level": 0, // its failures show as the errors it returns
 			"group.id": group, "enable.auto.commit": false})
 		c, err := kafka.NewConsumer(&own)

@@ -24,7 +24,7 @@ func statsWith(t *testing.T, leader, groupState string) string {
 
 func statsOf(t *testing.T, broker, leader, groupState string) string {
 	t.Helper()
-	b, err := os.ReadFile("../receiver/testdata/stats-up.json")
+	b, err := os.ReadFile("testdata/stats-up.json")
 	if err != nil {
 		t.Fatal(err)
 	}
