@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -120,12 +121,19 @@ func check(from, target string) string {
 	if err != nil {
 		return fmt.Sprintf("%s does not exist", shown)
 	}
-	if fragment == "" || info.IsDir() || !strings.EqualFold(filepath.Ext(dest), ".md") {
+	if fragment == "" || info.IsDir() {
 		return ""
 	}
 	text, err := os.ReadFile(dest)
 	if err != nil {
 		return err.Error()
+	}
+	if !strings.EqualFold(filepath.Ext(dest), ".md") { // #L12: a line of a source file, which must hold code
+		n, err := strconv.Atoi(strings.TrimPrefix(fragment, "L"))
+		if lines := strings.Split(string(text), "\n"); err != nil || n < 1 || n > len(lines) || strings.TrimSpace(lines[n-1]) == "" {
+			return fmt.Sprintf("#%s is no line of code in %s", fragment, shown)
+		}
+		return ""
 	}
 	if _, anchors := scan(string(text)); !anchors[strings.ToLower(fragment)] {
 		return fmt.Sprintf("no heading of %s makes the anchor #%s", shown, fragment)
