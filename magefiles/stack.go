@@ -14,9 +14,9 @@ import (
 
 	"github.com/event-driven-go/kafka-go/internal/stack"
 	"github.com/event-driven-go/kafka-go/internal/topics"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/magefile/mage/mg"
 	"github.com/magefile/mage/sh"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Up starts Kafka with docker compose and creates the topics.

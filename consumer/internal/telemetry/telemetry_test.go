@@ -184,7 +184,7 @@ func TestProcess_continuesTheProducersTraceWithItsAttributes(t *testing.T) {
 			}
 			for _, a := range want {
 				if got[a.Key] != a.Value {
-					t.Errorf("attribute %s = %v, want %v", a.Key, got[a.Key].Emit(), a.Value.Emit())
+					t.Errorf("attribute %s = %v, want %v", a.Key, got[a.Key].String(), a.Value.String())
 				}
 			}
 		})

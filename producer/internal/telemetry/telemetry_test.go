@@ -226,7 +226,7 @@ func TestPublish_spanCarriedInTheHeadersAndEndedByTheDeliveryReport(t *testing.T
 			}
 			attrs := map[string]string{}
 			for _, a := range sp.Attributes() {
-				attrs[string(a.Key)] = a.Value.Emit()
+				attrs[string(a.Key)] = a.Value.String()
 			}
 			want := map[string]string{"messaging.system": "kafka", "messaging.destination.name": "timestamp",
 				"messaging.operation.type": "send", "messaging.operation.name": "publish", "messaging.message.id": "7"}
