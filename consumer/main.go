@@ -78,8 +78,9 @@ func run(ctx context.Context, e env) int {
 	}
 	defer stopTracer() // sends the spans still buffered, if exporting
 
-	// The Kafka consumer, the tutorial's KafkaConsumer. The -X properties
-	// come first; the settings after them carry the guarantees and win.
+	// The Kafka consumer, the tutorial's KafkaConsumer. The -X properties come
+	// first; the settings after them carry the guarantees (-X may not set them).
+	// Statistics every 5 s feed /metrics and the librdkafka#5430 guard.
 	logs, stopLogs := logging.Kafka(log) // librdkafka's lines join ours
 	cm := kafka.ConfigMap{"statistics.interval.ms": 5000, "log.connection.close": false,
 		// A new group starts from the oldest event: none sent before it is skipped.
@@ -94,9 +95,8 @@ func run(ctx context.Context, e env) int {
 		// consumer: the broker assigns the partitions (KIP-848, Kafka 4); classic: the members do.
 		"group.protocol": cfg.GroupProtocol,
 		// At least once: an offset is stored only once its event was handled
-		// (StoreOffsets below), and the background commit sends only what
-		// was stored. A crash delivers again what was handled since the
-		// last commit; it never skips an event.
+		// (offsets.Handled below), and the background commit sends only what
+		// was stored: a crash delivers again what came since the last commit.
 		"enable.auto.offset.store": false,
 		"enable.auto.commit":       true,
 		"allow.auto.create.topics": false, // a missing topic is an error, never created by a typo
@@ -124,7 +124,7 @@ func run(ctx context.Context, e env) int {
 		healthy := n.Healthy(c.Healthy, dlq.Healthy)
 		closeHTTP, err := telemetry.Serve(cfg.HTTPAddr, log, healthy, n.Ready(ctx, healthy), n.Metrics(c.Recovered)...)
 		defer closeHTTP()
-		n.Fatal(err) // a port taken: the run ends at once
+		n.Fatal(err) // a port taken: the run ends, exit 1
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -231,7 +231,7 @@ func (r *receiver) rebalanced(c *kafka.Consumer, e kafka.Event) error {
 	case kafka.RevokedPartitions:
 		written := r.dlq.Revoked(c, e.Partitions, 2*time.Second)
 		r.n.DeadLettered.Add(int64(len(written)))
-		r.offsets.Handled(r.c.Kafka(), written...)
+		r.offsets.Handled(c, written...)
 		switch {
 		case r.c.Replacing(): // no commit that waits for an answer: the stalled client may get none
 			r.offsets.Flush(c) // for the close's own commit, if the group takes it

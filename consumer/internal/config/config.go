@@ -49,6 +49,7 @@ var reserved = map[string]string{
 	"group.protocol":           "use --group-protocol",
 	"enable.auto.offset.store": "offsets are stored after each event is handled (at-least-once)",
 	"enable.auto.commit":       "stored offsets are committed in the background (at-least-once)",
+	"allow.auto.create.topics": "topics are created on purpose (go tool mage up), never by the client",
 }
 
 const topicRule = "want 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' or '-', not '.' or '..'"

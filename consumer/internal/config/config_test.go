@@ -100,6 +100,7 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"log events neither true nor false", []string{"--log-events", "quiet"}, nil, "--log-events"},
 		{"unknown log format", []string{"--log-format", "yaml"}, nil, "--log-format"},
 		{"offsets stored before handling", []string{"-X", "enable.auto.offset.store=true"}, nil, "-X enable.auto.offset.store"},
+		{"topics are never created by the client", []string{"-X", "allow.auto.create.topics=true"}, nil, "-X allow.auto.create.topics"},
 		{"group through -X", []string{"-X", "group.id=x"}, nil, "-X group.id"},
 		{"events through a channel", []string{"-X", "go.events.channel.enable=true"}, nil, "-X"},
 		{"rebalances handed to the application", []string{"-X", "linger.ms=5", "-X", "go.application.rebalance.enable=true"}, nil, "-X"},

@@ -179,8 +179,9 @@ func (g *Guard) check(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, g.Every)
 	defer cancel()
 	cluster, err := g.ask(ctx)
-	if err != nil {
-		return "" // the cluster does not answer either: an outage, which the client rides out
+	if err != nil { // the cluster does not answer either: an outage, which the client rides out
+		g.log.Debug("Leader-stall check: the cluster did not answer", "err", err)
+		return ""
 	}
 	return stalled(c.View, cluster)
 }
@@ -231,8 +232,10 @@ func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) err
 func Ask(cm kafka.ConfigMap, topic, group string) func(context.Context) (View, error) {
 	return func(ctx context.Context) (View, error) {
 		own := maps.Clone(cm)
-		for _, k := range []string{"debug", "go.logs.channel.enable", "go.logs.channel"} {
-			delete(own, k) // debug would raise log_level; the logs are the caller's
+		for k := range own {
+			if k == "debug" || strings.HasPrefix(k, "go.") {
+				delete(own, k) // debug would raise log_level; go.* (its logs channel) are the consumer's
+			}
 		}
 		maps.Copy(own, kafka.ConfigMap{"log_level": 0, // its failures show as the errors it returns
 			"group.id": group, "enable.auto.commit": false})

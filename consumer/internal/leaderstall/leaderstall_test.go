@@ -290,7 +290,11 @@ func TestAsk_readsTheClustersView(t *testing.T) {
 	if err := mc.CreateTopic("timestamp", 2, 1); err != nil {
 		t.Fatal(err)
 	}
-	ask := Ask(kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}, "timestamp", "test-group")
+	// The consumer's own configuration, its logs channel and all: its Ask must make a client of it.
+	logs := make(chan kafka.LogEvent, 100)
+	ask := Ask(kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers(), "group.id": "test-group", "group.protocol": "consumer",
+		"enable.auto.offset.store": false, "go.logs.channel.enable": true, "go.logs.channel": logs, "statistics.interval.ms": 5000},
+		"timestamp", "test-group")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	v, err := ask(ctx)

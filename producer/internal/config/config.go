@@ -44,9 +44,10 @@ func (e *Error) Error() string {
 
 // reserved are librdkafka properties the producer's guarantees depend on.
 var reserved = map[string]string{
-	"bootstrap.servers":  "use --bootstrap-servers",
-	"enable.idempotence": "the producer is always idempotent",
-	"acks":               "the idempotent producer needs acks=all",
+	"bootstrap.servers":        "use --bootstrap-servers",
+	"enable.idempotence":       "the producer is always idempotent",
+	"acks":                     "the idempotent producer needs acks=all",
+	"allow.auto.create.topics": "topics are created on purpose (go tool mage up), never by the client",
 }
 
 var settings = []struct{ flag, env, def, usage string }{

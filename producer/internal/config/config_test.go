@@ -137,6 +137,7 @@ func TestParse_rejectsBadValues(t *testing.T) {
 		{"unknown key", nil, map[string]string{"PRODUCER_KEY": "random"}, "PRODUCER_KEY"},
 		{"HTTP address without a port", []string{"--http-addr", "localhost"}, nil, "--http-addr"},
 		{"idempotence cannot be turned off", []string{"-X", "enable.idempotence=false"}, nil, "-X enable.idempotence"},
+		{"topics are never created by the client", []string{"-X", "allow.auto.create.topics=true"}, nil, "-X allow.auto.create.topics"},
 		{"delivery reports cannot be turned off", []string{"-X", "go.delivery.reports=false"}, nil, "-X"},
 		{"reports cannot be rerouted", []string{"-X", "go.events.channel.enable=true"}, nil, "-X"},
 		{"report fields are the producer's", []string{"-X", "go.delivery.report.fields=all"}, nil, "-X"},

@@ -168,8 +168,9 @@ func (g *Guard) check(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, g.Every)
 	defer cancel()
 	cluster, err := g.ask(ctx)
-	if err != nil {
-		return "" // the cluster does not answer either: an outage, which the client rides out
+	if err != nil { // the cluster does not answer either: an outage, which the client rides out
+		g.log.Debug("Leader-stall check: the cluster did not answer", "err", err)
+		return ""
 	}
 	return stalled(c.leaders, cluster)
 }
@@ -215,7 +216,11 @@ func (g *Guard) recreate(ctx context.Context, f func(context.Context) error) err
 func Ask(cm kafka.ConfigMap, topic string) func(context.Context) (map[int32]int32, error) {
 	return func(ctx context.Context) (map[int32]int32, error) {
 		own := maps.Clone(cm)
-		delete(own, "debug") // it would raise log_level
+		for k := range own {
+			if k == "debug" || strings.HasPrefix(k, "go.") {
+				delete(own, k) // debug would raise log_level; go.* are the producer's, unknown to an admin client
+			}
+		}
 		own["log_level"] = 0 // its failures show as the error it returns
 		a, err := kafka.NewAdminClient(&own)
 		if err != nil {

@@ -229,7 +229,10 @@ func TestAsk_readsTheClustersLeaders(t *testing.T) {
 	if err := mc.CreateTopic("timestamp", 2, 1); err != nil {
 		t.Fatal(err)
 	}
-	ask := Ask(kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers()}, "timestamp")
+	// The producer's own configuration, go.* properties and all: its Ask must make a client of it.
+	ask := Ask(kafka.ConfigMap{"bootstrap.servers": mc.BootstrapServers(), "enable.idempotence": true,
+		"go.delivery.report.fields": "none", "go.events.channel.size": 10000, "go.produce.channel.size": 1,
+		"go.logs.channel.enable": true, "statistics.interval.ms": 5000}, "timestamp")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if leaders, err := ask(ctx); err != nil || len(leaders) != 2 || leaders[0] < 1 || leaders[1] < 1 {
