@@ -58,8 +58,9 @@ func TestStack_upDownClean(t *testing.T) {
 	pool := needDocker(t, true)
 	project := name(t, "project")
 	port := freePort(t)
+	const topic, events = "stack", 3
 	env := append(composeEnv(t, project), "KAFKA_HOST_PORT="+strconv.Itoa(port),
-		"KAFKA_IMAGE="+suite.settings.kafkaImage)
+		"KAFKA_IMAGE="+suite.settings.kafkaImage, "KAFKA_TOPIC="+topic)
 	t.Cleanup(func() {
 		if out, err := mage(t, 5*time.Minute, env, "clean"); err != nil {
 			t.Errorf("go tool mage clean: %v\n%s", err, out)
@@ -75,6 +76,12 @@ func TestStack_upDownClean(t *testing.T) {
 	out, err := mage(t, 5*time.Minute, env, "up")
 	if err != nil || !strings.Contains(out, "Kafka is up: host clients use "+bootstrap) {
 		t.Fatalf("go tool mage up: %v\n%s%s", err, out, imageHint(pool, suite.settings.kafkaImage))
+	}
+	// up creates KAFKA_TOPIC and its dead-letter topic: the services create none.
+	for _, want := range []string{"created topic " + topic + "\n", "created topic " + topic + ".dlq (max.message.bytes 1050636"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("go tool mage up did not say %q:\n%s", want, out)
+		}
 	}
 
 	// Nothing is published on an address other than loopback.
@@ -95,7 +102,6 @@ func TestStack_upDownClean(t *testing.T) {
 		t.Error("the kafka service publishes no port")
 	}
 
-	const topic, events = "stack", 3
 	got := exchange(t, bootstrap, topic, "before-down", events)
 	if n := strings.Count(got, "Received: "); n != events {
 		t.Fatalf("consumer received %d events, want %d:\n%s", n, events, got)
