@@ -37,15 +37,16 @@ func (Image) Kafka() error {
 	return err
 }
 
-// Apps builds the producer and consumer images offline.
+// Apps builds the producer, consumer and topics images offline.
 //
-// They are built on local Debian bases from the services' Dockerfiles.
+// They are built on local Debian bases from their Dockerfiles; topics is
+// the compose app profile's one-shot service that creates the topics.
 //
-// It prints their tags, producer first: PRODUCER_OFFLINE_IMAGE and
-// CONSUMER_OFFLINE_IMAGE, by default producer-offline:latest and
-// consumer-offline:latest. The Go toolchain in the build base is the one
-// running Mage; modules are vendored on this machine, so the build
-// containers need no network.
+// It prints their tags in that order: PRODUCER_OFFLINE_IMAGE,
+// CONSUMER_OFFLINE_IMAGE and TOPICS_OFFLINE_IMAGE, by default
+// producer-offline:latest, consumer-offline:latest and topics-offline:latest.
+// The Go toolchain in the build base is the one running Mage; modules are
+// vendored on this machine, so the build containers need no network.
 func (Image) Apps() error {
 	mg.Deps(needDocker)
 	tags, err := builder.Apps()
